@@ -1,0 +1,198 @@
+//! Object storage through the `object_store` crate: a local directory by default, or an
+//! S3-compatible bucket. Every key starts with the tenant id, and reads check that the
+//! key belongs to the tenant asking.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::TryStreamExt;
+use object_store::aws::AmazonS3Builder;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use serde::Deserialize;
+use uuid::Uuid;
+
+use crate::{Result, StoreError, TenantId};
+
+/// Where objects live.
+#[derive(Clone, Debug)]
+pub enum ObjectStoreConfig {
+    /// A directory on local disk (the embedded default).
+    Local {
+        /// The directory; created if missing.
+        root: PathBuf,
+    },
+    /// An S3-compatible bucket.
+    S3(S3Config),
+}
+
+/// Settings of an S3-compatible bucket.
+#[derive(Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct S3Config {
+    /// Bucket name.
+    pub bucket: String,
+    /// Region, e.g. `us-east-1`.
+    #[serde(default = "default_region")]
+    pub region: String,
+    /// Endpoint of an S3-compatible service; AWS when unset.
+    pub endpoint: Option<String>,
+    /// Access key id; from the environment's usual AWS sources when unset.
+    pub access_key_id: Option<String>,
+    /// Secret access key.
+    pub secret_access_key: Option<String>,
+    /// Allow `http://` endpoints (loopback test servers only).
+    #[serde(default)]
+    pub allow_http: bool,
+}
+
+fn default_region() -> String {
+    "us-east-1".to_string()
+}
+
+impl fmt::Debug for S3Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("S3Config")
+            .field("bucket", &self.bucket)
+            .field("region", &self.region)
+            .field("endpoint", &self.endpoint)
+            .field("access_key_id", &self.access_key_id.as_ref().map(|_| "[set]"))
+            .field("secret_access_key", &self.secret_access_key.as_ref().map(|_| "[redacted]"))
+            .field("allow_http", &self.allow_http)
+            .finish()
+    }
+}
+
+/// The key of one object: `{tenant_id}/{kind}/{id}`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObjectKey {
+    tenant: TenantId,
+    path: ObjectPath,
+}
+
+impl ObjectKey {
+    /// Builds the key of object `id` of `kind` (lower-case letters and `_`) for `tenant`.
+    ///
+    /// # Panics
+    /// If `kind` is not lower-case ASCII letters and `_`: kinds are constants in code.
+    pub fn new(tenant: TenantId, kind: &'static str, id: Uuid) -> Self {
+        assert!(
+            !kind.is_empty() && kind.chars().all(|c| c.is_ascii_lowercase() || c == '_'),
+            "object kind must be lower-case letters and _"
+        );
+        ObjectKey { tenant, path: ObjectPath::from(format!("{tenant}/{kind}/{id}")) }
+    }
+
+    /// Parses a stored key, checking that it starts with a tenant id.
+    pub fn parse(key: &str) -> Result<Self> {
+        let tenant = key
+            .split('/')
+            .next()
+            .and_then(|t| t.parse::<TenantId>().ok())
+            .ok_or_else(|| StoreError::ObjectConfig("object key does not start with a tenant id".into()))?;
+        let path = ObjectPath::parse(key).map_err(|_| StoreError::ObjectConfig("malformed object key".into()))?;
+        Ok(ObjectKey { tenant, path })
+    }
+
+    /// The tenant the object belongs to.
+    pub fn tenant(&self) -> TenantId {
+        self.tenant
+    }
+
+    /// The key as stored.
+    pub fn as_str(&self) -> &str {
+        self.path.as_ref()
+    }
+}
+
+/// Object storage handle. Cheap to clone.
+#[derive(Clone)]
+pub struct ObjectStorage {
+    store: Arc<dyn ObjectStore>,
+    description: String,
+}
+
+impl ObjectStorage {
+    /// Opens the configured store (creating a local root directory if needed).
+    pub fn open(config: &ObjectStoreConfig) -> Result<Self> {
+        match config {
+            ObjectStoreConfig::Local { root } => {
+                std::fs::create_dir_all(root)
+                    .map_err(|e| StoreError::ObjectConfig(format!("cannot create {}: {e}", root.display())))?;
+                let fs = LocalFileSystem::new_with_prefix(root)?;
+                Ok(ObjectStorage { store: Arc::new(fs), description: format!("local:{}", root.display()) })
+            }
+            ObjectStoreConfig::S3(s3) => {
+                if s3.bucket.is_empty() {
+                    return Err(StoreError::ObjectConfig("s3.bucket is required".into()));
+                }
+                let mut builder = AmazonS3Builder::from_env()
+                    .with_bucket_name(&s3.bucket)
+                    .with_region(&s3.region)
+                    .with_allow_http(s3.allow_http);
+                if let Some(endpoint) = &s3.endpoint {
+                    builder = builder.with_endpoint(endpoint);
+                }
+                if let Some(id) = &s3.access_key_id {
+                    builder = builder.with_access_key_id(id);
+                }
+                if let Some(secret) = &s3.secret_access_key {
+                    builder = builder.with_secret_access_key(secret);
+                }
+                let store = builder.build()?;
+                Ok(ObjectStorage { store: Arc::new(store), description: format!("s3:{}", s3.bucket) })
+            }
+        }
+    }
+
+    /// A short description for logs (`local:/path` or `s3:bucket`), with no secrets.
+    pub fn describe(&self) -> &str {
+        &self.description
+    }
+
+    /// Writes an object.
+    pub async fn put(&self, key: &ObjectKey, bytes: Bytes) -> Result<()> {
+        self.store.put(&key.path, PutPayload::from_bytes(bytes)).await?;
+        Ok(())
+    }
+
+    /// Reads an object of `tenant`; a key of another tenant is refused before any I/O.
+    pub async fn get(&self, tenant: TenantId, key: &ObjectKey) -> Result<Bytes> {
+        check_tenant(tenant, key)?;
+        Ok(self.store.get(&key.path).await?.bytes().await?)
+    }
+
+    /// Deletes an object of `tenant`.
+    pub async fn delete(&self, tenant: TenantId, key: &ObjectKey) -> Result<()> {
+        check_tenant(tenant, key)?;
+        self.store.delete(&key.path).await?;
+        Ok(())
+    }
+
+    /// Lists every object of `tenant`.
+    pub async fn list(&self, tenant: TenantId) -> Result<Vec<ObjectKey>> {
+        let prefix = ObjectPath::from(tenant.to_string());
+        let metas: Vec<_> = self.store.list(Some(&prefix)).try_collect().await?;
+        metas.into_iter().map(|m| ObjectKey::parse(m.location.as_ref())).collect()
+    }
+
+    /// Checks that the store answers: a HEAD of a key that cannot exist must say "not
+    /// found", nothing else.
+    pub async fn check(&self) -> Result<()> {
+        match self.store.head(&ObjectPath::from("_phivault/readiness-probe")).await {
+            Ok(_) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(StoreError::Object(e)),
+        }
+    }
+}
+
+fn check_tenant(tenant: TenantId, key: &ObjectKey) -> Result<()> {
+    if key.tenant == tenant {
+        Ok(())
+    } else {
+        Err(StoreError::ObjectTenantMismatch)
+    }
+}
