@@ -1,1 +1,153 @@
-fn main(){}
+//! `phivault`: the server and its operator command line. This crate only wires the
+//! layers together; every rule lives in the library crates.
+
+mod admin;
+mod bench;
+mod config;
+mod devcert;
+mod migrate;
+mod serve;
+mod setup;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{Config, Overrides};
+
+/// phivault: clinical conversation capture with HIPAA Security Rule safeguards enforced
+/// in code.
+///
+/// With no configuration, `phivault serve` keeps everything in ./phivault-data: an
+/// SQLite database and a local object directory. Settings come from a TOML file
+/// (--config), then PHIVAULT_* environment variables, then flags.
+#[derive(Parser)]
+#[command(
+    name = "phivault",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
+struct Cli {
+    #[command(flatten)]
+    global: Global,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args)]
+struct Global {
+    /// TOML configuration file.
+    #[arg(long, global = true, env = "PHIVAULT_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Data directory (SQLite database, local objects, development TLS files).
+    #[arg(
+        long = "data",
+        global = true,
+        env = "PHIVAULT_DATA",
+        value_name = "DIR"
+    )]
+    data_dir: Option<PathBuf>,
+    /// Database URL (sqlite:... or postgres://...); SQLite in the data directory when unset.
+    #[arg(
+        long,
+        global = true,
+        env = "PHIVAULT_DATABASE_URL",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    database_url: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server. Prints the URL it listens on.
+    Serve {
+        /// Address and port to listen on (plain HTTP only on loopback or behind a declared
+        /// TLS-terminating proxy).
+        #[arg(long, env = "PHIVAULT_LISTEN", value_name = "ADDR:PORT")]
+        listen: Option<SocketAddr>,
+    },
+    /// Apply database migrations. On PostgreSQL, run it with the schema owner's URL
+    /// (PHIVAULT_MIGRATE_DATABASE_URL); it then grants the serving role its privileges.
+    Migrate {
+        /// The PostgreSQL role the server connects as (default from configuration:
+        /// phivault_app). Created NOLOGIN if missing.
+        #[arg(long, value_name = "ROLE")]
+        app_role: Option<String>,
+    },
+    /// Manage tenants (the unit of isolation).
+    #[command(subcommand)]
+    Tenant(admin::TenantCommand),
+    /// Manage practices (clinics inside a tenant).
+    #[command(subcommand)]
+    Practice(admin::PracticeCommand),
+    /// Manage users of a tenant.
+    #[command(subcommand)]
+    User(admin::UserCommand),
+    /// Issue and revoke API tokens.
+    #[command(subcommand)]
+    Token(admin::TokenCommand),
+    /// Write a self-signed certificate and key for HTTPS on localhost.
+    DevCert(devcert::DevCertArgs),
+    /// Print the OpenAPI document.
+    Openapi,
+    /// Measure performance; figures go in BENCHMARKS.md.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let listen = match &cli.command {
+        Command::Serve { listen } => *listen,
+        _ => None,
+    };
+    let overrides = Overrides {
+        data_dir: cli.global.data_dir,
+        database_url: cli.global.database_url,
+        listen,
+    };
+    let config = match Config::load(cli.global.config.as_deref(), overrides) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("phivault: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("phivault: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Serve { .. } => serve::run(config).await,
+            Command::Migrate { app_role } => migrate::run(config, app_role).await,
+            Command::Tenant(c) => admin::tenant(config, c).await,
+            Command::Practice(c) => admin::practice(config, c).await,
+            Command::User(c) => admin::user(config, c).await,
+            Command::Token(c) => admin::token(config, c).await,
+            Command::DevCert(args) => devcert::run(&config, args),
+            Command::Openapi => {
+                println!("{}", phivault_http::openapi::openapi_json());
+                Ok(())
+            }
+            Command::Bench(c) => bench::run(config, c).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("phivault: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

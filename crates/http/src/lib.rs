@@ -1,1 +1,33 @@
-//! placeholder
+//! phivault's HTTP edge.
+//!
+//! Cross-cutting concerns are types and layers, applied once: every tenant route takes a
+//! [`extract::Scoped`] extractor, which authenticates the bearer token, checks the
+//! tenant in the path against the principal's and checks the route's permission before
+//! the handler runs, so a handler that forgets authorization does not compile. Every
+//! response passes the same layers: a request id, security headers, `Cache-Control:
+//! no-store`, a body limit, a timeout, panic catching, and one renderer that turns every
+//! error into `{"code","message","request_id"}`.
+//!
+//! Nothing here logs a URI, a header value or a body: the access log names the matched
+//! route template, the status and the request id.
+
+mod error;
+mod extract;
+mod layers;
+pub mod openapi;
+mod routes;
+mod server;
+mod state;
+
+pub use error::ApiError;
+pub use server::{ServeOptions, TlsFiles, TlsSetupError, load_tls_config, serve};
+pub use state::{AppState, HttpConfig};
+
+use axum::Router;
+
+/// Builds the whole application: routes, OpenAPI document and layers.
+pub fn app(state: AppState) -> Router {
+    let config = state.http.clone();
+    let router = routes::router().with_state(state);
+    layers::apply(router, &config)
+}

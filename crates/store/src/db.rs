@@ -45,7 +45,10 @@ pub struct DbOptions {
 
 impl Default for DbOptions {
     fn default() -> Self {
-        DbOptions { max_connections: 10, acquire_timeout: Duration::from_secs(5) }
+        DbOptions {
+            max_connections: 10,
+            acquire_timeout: Duration::from_secs(5),
+        }
     }
 }
 
@@ -86,7 +89,9 @@ impl Db {
                 .acquire_timeout(opts.acquire_timeout)
                 .connect_with(options)
                 .await?;
-            Ok(Db { pool: Pool::Postgres(pool) })
+            Ok(Db {
+                pool: Pool::Postgres(pool),
+            })
         } else {
             Err(StoreError::UnsupportedUrl)
         }
@@ -94,7 +99,9 @@ impl Db {
 
     /// Opens (creating if missing) an SQLite database file in WAL mode.
     pub async fn open_sqlite(path: &Path, opts: &DbOptions) -> Result<Db> {
-        let options = SqliteConnectOptions::new().filename(path).create_if_missing(true);
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true);
         Self::sqlite_with(options, opts).await
     }
 
@@ -110,7 +117,9 @@ impl Db {
             .acquire_timeout(opts.acquire_timeout)
             .connect_with(options)
             .await?;
-        Ok(Db { pool: Pool::Sqlite(pool) })
+        Ok(Db {
+            pool: Pool::Sqlite(pool),
+        })
     }
 
     /// The engine behind this pool.
@@ -140,7 +149,10 @@ impl Db {
 
     /// Names and versions of the migrations this binary carries.
     pub fn known_migrations(&self) -> Vec<(i64, String)> {
-        self.migrator().iter().map(|m| (m.version, m.description.to_string())).collect()
+        self.migrator()
+            .iter()
+            .map(|m| (m.version, m.description.to_string()))
+            .collect()
     }
 
     /// Refuses to go on unless every migration this binary carries is applied, and no
@@ -151,7 +163,11 @@ impl Db {
             Pool::Sqlite(pool) => sqlx::query_scalar(SQL).fetch_all(pool).await,
             Pool::Postgres(pool) => sqlx::query_scalar(SQL).fetch_all(pool).await,
         }
-        .map_err(|e| StoreError::SchemaVersion(format!("cannot read applied migrations ({e}); run `phivault migrate`")))?;
+        .map_err(|e| {
+            StoreError::SchemaVersion(format!(
+                "cannot read applied migrations ({e}); run `phivault migrate`"
+            ))
+        })?;
         let known: Vec<i64> = self.migrator().iter().map(|m| m.version).collect();
         if applied == known {
             Ok(())
@@ -169,7 +185,9 @@ impl Db {
             Pool::Postgres(pool) => {
                 let mut tx = pool.begin().await?;
                 if mode == TxMode::Read {
-                    sqlx::query("SET TRANSACTION READ ONLY").execute(&mut *tx).await?;
+                    sqlx::query("SET TRANSACTION READ ONLY")
+                        .execute(&mut *tx)
+                        .await?;
                 }
                 // Transaction-local (is_local = true): it cannot leak to the next user of
                 // this pooled connection.
@@ -190,7 +208,9 @@ impl Db {
             Pool::Postgres(pool) => {
                 let mut tx = pool.begin().await?;
                 if mode == TxMode::Read {
-                    sqlx::query("SET TRANSACTION READ ONLY").execute(&mut *tx).await?;
+                    sqlx::query("SET TRANSACTION READ ONLY")
+                        .execute(&mut *tx)
+                        .await?;
                 }
                 Inner::Postgres(tx)
             }
@@ -227,7 +247,10 @@ impl Db {
     }
 }
 
-async fn begin_sqlite(pool: &SqlitePool, mode: TxMode) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
+async fn begin_sqlite(
+    pool: &SqlitePool,
+    mode: TxMode,
+) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
     let tx = match mode {
         TxMode::Read => pool.begin().await?,
         TxMode::Write => pool.begin_with("BEGIN IMMEDIATE").await?,

@@ -50,7 +50,8 @@ impl From<sqlx::Error> for StoreError {
             match db.kind() {
                 sqlx::error::ErrorKind::UniqueViolation => return StoreError::Conflict,
                 sqlx::error::ErrorKind::ForeignKeyViolation => return StoreError::ForeignKey,
-                sqlx::error::ErrorKind::CheckViolation | sqlx::error::ErrorKind::NotNullViolation => {
+                sqlx::error::ErrorKind::CheckViolation
+                | sqlx::error::ErrorKind::NotNullViolation => {
                     return StoreError::Constraint;
                 }
                 _ => {}

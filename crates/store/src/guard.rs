@@ -26,7 +26,9 @@ pub(crate) fn check_tenant_statement(sql: &'static str) -> Result<(), StoreError
     if after_where(&norm, &upper) {
         Ok(())
     } else {
-        Err(StoreError::Unscoped("statement must filter on tenant_id = $1 in its WHERE clause"))
+        Err(StoreError::Unscoped(
+            "statement must filter on tenant_id = $1 in its WHERE clause",
+        ))
     }
 }
 
@@ -44,7 +46,9 @@ pub(crate) fn check_platform_statement(sql: &'static str) -> Result<(), StoreErr
             named_any = true;
             let table = pair[1].trim_matches('"').to_ascii_lowercase();
             if !PLATFORM_TABLES.contains(&table.as_str()) {
-                return Err(StoreError::Unscoped("platform statement names a tenant table"));
+                return Err(StoreError::Unscoped(
+                    "platform statement names a tenant table",
+                ));
             }
         }
     }
@@ -104,9 +108,11 @@ mod tests {
     fn scoped_select_update_delete_pass() {
         check_tenant_statement("SELECT id FROM patients WHERE tenant_id = $1 AND id = $2").unwrap();
         check_tenant_statement("SELECT p.id FROM patients p\n  WHERE p.tenant_id = $1").unwrap();
-        check_tenant_statement("UPDATE users SET status = $2 WHERE tenant_id = $1 AND id = $3").unwrap();
+        check_tenant_statement("UPDATE users SET status = $2 WHERE tenant_id = $1 AND id = $3")
+            .unwrap();
         check_tenant_statement("DELETE FROM encounters WHERE tenant_id = $1 AND id = $2").unwrap();
-        check_tenant_statement("INSERT INTO practices (tenant_id, id, name) VALUES ($1, $2, $3)").unwrap();
+        check_tenant_statement("INSERT INTO practices (tenant_id, id, name) VALUES ($1, $2, $3)")
+            .unwrap();
         check_tenant_statement(
             "SELECT id FROM e WHERE tenant_id = $1 AND (a = $2 OR b IN (SELECT x FROM y WHERE tenant_id = $1))",
         )

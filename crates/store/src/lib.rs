@@ -21,6 +21,7 @@ mod ids;
 mod objects;
 mod postgres;
 mod scoped;
+pub mod scratch;
 
 pub use db::{Backend, Db, DbOptions, TxMode};
 pub use error::StoreError;

@@ -59,8 +59,14 @@ impl fmt::Debug for S3Config {
             .field("bucket", &self.bucket)
             .field("region", &self.region)
             .field("endpoint", &self.endpoint)
-            .field("access_key_id", &self.access_key_id.as_ref().map(|_| "[set]"))
-            .field("secret_access_key", &self.secret_access_key.as_ref().map(|_| "[redacted]"))
+            .field(
+                "access_key_id",
+                &self.access_key_id.as_ref().map(|_| "[set]"),
+            )
+            .field(
+                "secret_access_key",
+                &self.secret_access_key.as_ref().map(|_| "[redacted]"),
+            )
             .field("allow_http", &self.allow_http)
             .finish()
     }
@@ -83,7 +89,10 @@ impl ObjectKey {
             !kind.is_empty() && kind.chars().all(|c| c.is_ascii_lowercase() || c == '_'),
             "object kind must be lower-case letters and _"
         );
-        ObjectKey { tenant, path: ObjectPath::from(format!("{tenant}/{kind}/{id}")) }
+        ObjectKey {
+            tenant,
+            path: ObjectPath::from(format!("{tenant}/{kind}/{id}")),
+        }
     }
 
     /// Parses a stored key, checking that it starts with a tenant id.
@@ -92,8 +101,11 @@ impl ObjectKey {
             .split('/')
             .next()
             .and_then(|t| t.parse::<TenantId>().ok())
-            .ok_or_else(|| StoreError::ObjectConfig("object key does not start with a tenant id".into()))?;
-        let path = ObjectPath::parse(key).map_err(|_| StoreError::ObjectConfig("malformed object key".into()))?;
+            .ok_or_else(|| {
+                StoreError::ObjectConfig("object key does not start with a tenant id".into())
+            })?;
+        let path = ObjectPath::parse(key)
+            .map_err(|_| StoreError::ObjectConfig("malformed object key".into()))?;
         Ok(ObjectKey { tenant, path })
     }
 
@@ -120,10 +132,14 @@ impl ObjectStorage {
     pub fn open(config: &ObjectStoreConfig) -> Result<Self> {
         match config {
             ObjectStoreConfig::Local { root } => {
-                std::fs::create_dir_all(root)
-                    .map_err(|e| StoreError::ObjectConfig(format!("cannot create {}: {e}", root.display())))?;
+                std::fs::create_dir_all(root).map_err(|e| {
+                    StoreError::ObjectConfig(format!("cannot create {}: {e}", root.display()))
+                })?;
                 let fs = LocalFileSystem::new_with_prefix(root)?;
-                Ok(ObjectStorage { store: Arc::new(fs), description: format!("local:{}", root.display()) })
+                Ok(ObjectStorage {
+                    store: Arc::new(fs),
+                    description: format!("local:{}", root.display()),
+                })
             }
             ObjectStoreConfig::S3(s3) => {
                 if s3.bucket.is_empty() {
@@ -143,7 +159,10 @@ impl ObjectStorage {
                     builder = builder.with_secret_access_key(secret);
                 }
                 let store = builder.build()?;
-                Ok(ObjectStorage { store: Arc::new(store), description: format!("s3:{}", s3.bucket) })
+                Ok(ObjectStorage {
+                    store: Arc::new(store),
+                    description: format!("s3:{}", s3.bucket),
+                })
             }
         }
     }
@@ -155,7 +174,9 @@ impl ObjectStorage {
 
     /// Writes an object.
     pub async fn put(&self, key: &ObjectKey, bytes: Bytes) -> Result<()> {
-        self.store.put(&key.path, PutPayload::from_bytes(bytes)).await?;
+        self.store
+            .put(&key.path, PutPayload::from_bytes(bytes))
+            .await?;
         Ok(())
     }
 
@@ -176,13 +197,20 @@ impl ObjectStorage {
     pub async fn list(&self, tenant: TenantId) -> Result<Vec<ObjectKey>> {
         let prefix = ObjectPath::from(tenant.to_string());
         let metas: Vec<_> = self.store.list(Some(&prefix)).try_collect().await?;
-        metas.into_iter().map(|m| ObjectKey::parse(m.location.as_ref())).collect()
+        metas
+            .into_iter()
+            .map(|m| ObjectKey::parse(m.location.as_ref()))
+            .collect()
     }
 
     /// Checks that the store answers: a HEAD of a key that cannot exist must say "not
     /// found", nothing else.
     pub async fn check(&self) -> Result<()> {
-        match self.store.head(&ObjectPath::from("_phivault/readiness-probe")).await {
+        match self
+            .store
+            .head(&ObjectPath::from("_phivault/readiness-probe"))
+            .await
+        {
             Ok(_) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(StoreError::Object(e)),
         }

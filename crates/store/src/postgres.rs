@@ -39,7 +39,10 @@ impl AppRoleReport {
     /// Why serving with this role would be unsafe, or `None` if it is safe.
     pub fn problem(&self) -> Option<String> {
         if self.superuser {
-            Some(format!("role {} is a superuser and bypasses row-level security", self.role))
+            Some(format!(
+                "role {} is a superuser and bypasses row-level security",
+                self.role
+            ))
         } else if self.bypass_rls {
             Some(format!("role {} has BYPASSRLS", self.role))
         } else if !self.owned_tables.is_empty() {
@@ -73,7 +76,9 @@ fn valid_role_name(role: &str) -> bool {
     !role.is_empty()
         && role.len() <= 63
         && role.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
-        && role.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && role
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
 }
 
 impl Db {
@@ -100,7 +105,12 @@ impl Db {
         .bind(&name)
         .fetch_all(pool)
         .await?;
-        Ok(AppRoleReport { role: name, superuser, bypass_rls, owned_tables })
+        Ok(AppRoleReport {
+            role: name,
+            superuser,
+            bypass_rls,
+            owned_tables,
+        })
     }
 
     /// Refuses to serve on PostgreSQL unless the connected role is subject to row-level
@@ -121,31 +131,48 @@ impl Db {
     /// missing, then checks that it is safe to serve with.
     pub async fn grant_app_role(&self, role: &str) -> Result<AppRoleReport> {
         if !valid_role_name(role) {
-            return Err(StoreError::UnsafeRole(format!("{role:?} is not a valid role name (a-z, 0-9, _)")));
+            return Err(StoreError::UnsafeRole(format!(
+                "{role:?} is not a valid role name (a-z, 0-9, _)"
+            )));
         }
         let pool = self.require_pg()?;
-        let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)")
-            .bind(role)
-            .fetch_one(pool)
-            .await?;
+        let exists: bool =
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)")
+                .bind(role)
+                .fetch_one(pool)
+                .await?;
         if !exists {
-            let create = format!("CREATE ROLE {role} NOLOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE");
-            sqlx::query(sqlx::AssertSqlSafe(create)).execute(pool).await.map_err(|e| {
-                StoreError::UnsafeRole(format!(
-                    "role {role} does not exist and could not be created ({e}); create it with \
+            let create = format!(
+                "CREATE ROLE {role} NOLOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE"
+            );
+            sqlx::query(sqlx::AssertSqlSafe(create))
+                .execute(pool)
+                .await
+                .map_err(|e| {
+                    StoreError::UnsafeRole(format!(
+                        "role {role} does not exist and could not be created ({e}); create it with \
                      CREATE ROLE {role} LOGIN NOBYPASSRLS"
-                ))
-            })?;
+                    ))
+                })?;
         }
         let mut tx = pool.begin().await?;
         // The role name was validated above, so quoting is not needed.
-        let usage = format!("GRANT USAGE ON SCHEMA {} TO {role}", current_schema(pool).await?);
-        sqlx::query(sqlx::AssertSqlSafe(usage)).execute(&mut *tx).await?;
+        let usage = format!(
+            "GRANT USAGE ON SCHEMA {} TO {role}",
+            current_schema(pool).await?
+        );
+        sqlx::query(sqlx::AssertSqlSafe(usage))
+            .execute(&mut *tx)
+            .await?;
         for (table, privileges) in APP_GRANTS {
             let revoke = format!("REVOKE ALL ON {table} FROM {role}");
-            sqlx::query(sqlx::AssertSqlSafe(revoke)).execute(&mut *tx).await?;
+            sqlx::query(sqlx::AssertSqlSafe(revoke))
+                .execute(&mut *tx)
+                .await?;
             let grant = format!("GRANT {privileges} ON {table} TO {role}");
-            sqlx::query(sqlx::AssertSqlSafe(grant)).execute(&mut *tx).await?;
+            sqlx::query(sqlx::AssertSqlSafe(grant))
+                .execute(&mut *tx)
+                .await?;
         }
         tx.commit().await?;
         let report = self.inspect_role(Some(role)).await?;
@@ -176,10 +203,14 @@ impl Db {
 }
 
 async fn current_schema(pool: &sqlx::PgPool) -> Result<String> {
-    let schema: String = sqlx::query_scalar("SELECT current_schema()::text").fetch_one(pool).await?;
+    let schema: String = sqlx::query_scalar("SELECT current_schema()::text")
+        .fetch_one(pool)
+        .await?;
     if valid_role_name(&schema) {
         Ok(schema)
     } else {
-        Err(StoreError::UnsafeRole(format!("unsupported schema name {schema:?}")))
+        Err(StoreError::UnsafeRole(format!(
+            "unsupported schema name {schema:?}"
+        )))
     }
 }

@@ -66,8 +66,14 @@ impl From<TenantId> for Arg {
 }
 
 /// A row type that decodes from both backends.
-pub trait BothRows: for<'r> FromRow<'r, SqliteRow> + for<'r> FromRow<'r, PgRow> + Send + Unpin {}
-impl<T> BothRows for T where T: for<'r> FromRow<'r, SqliteRow> + for<'r> FromRow<'r, PgRow> + Send + Unpin {}
+pub trait BothRows:
+    for<'r> FromRow<'r, SqliteRow> + for<'r> FromRow<'r, PgRow> + Send + Unpin
+{
+}
+impl<T> BothRows for T where
+    T: for<'r> FromRow<'r, SqliteRow> + for<'r> FromRow<'r, PgRow> + Send + Unpin
+{
+}
 
 pub(crate) enum Inner {
     Sqlite(Transaction<'static, Sqlite>),
@@ -149,7 +155,12 @@ impl PlatformTx {
 
     /// Starts a statement over platform tables; parameters start at `$1`.
     pub fn query(&mut self, sql: &'static str) -> Query<'_> {
-        Query { conn: conn_of(&mut self.inner), sql, args: Vec::new(), check: Check::Platform }
+        Query {
+            conn: conn_of(&mut self.inner),
+            sql,
+            args: Vec::new(),
+            check: Check::Platform,
+        }
     }
 
     /// Commits the transaction.

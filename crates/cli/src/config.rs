@@ -1,0 +1,336 @@
+//! Configuration: defaults, then a TOML file, then `PHIVAULT_*` environment variables,
+//! then command-line flags. Every setting is listed in the README.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use phivault_store::{ObjectStoreConfig, S3Config};
+use serde::Deserialize;
+
+/// The whole configuration.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Data directory: SQLite database, local objects, development TLS pair.
+    pub data_dir: PathBuf,
+    /// Address and port to serve on.
+    pub listen: SocketAddr,
+    /// Database URL the server uses; SQLite in the data directory when unset.
+    pub database_url: Option<String>,
+    /// Database URL of the schema owner, for `phivault migrate` on PostgreSQL.
+    pub migrate_database_url: Option<String>,
+    /// PostgreSQL role the server connects as; `migrate` grants it its privileges.
+    pub app_role: String,
+    /// Most database connections.
+    pub db_max_connections: u32,
+    /// TLS.
+    pub tls: TlsConfig,
+    /// HTTP edge.
+    pub http: HttpSection,
+    /// Object storage.
+    pub objects: ObjectsConfig,
+    /// Logging.
+    pub log: LogConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("./phivault-data"),
+            listen: SocketAddr::from(([127, 0, 0, 1], 8420)),
+            database_url: None,
+            migrate_database_url: None,
+            app_role: "phivault_app".into(),
+            db_max_connections: 10,
+            tls: TlsConfig::default(),
+            http: HttpSection::default(),
+            objects: ObjectsConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+/// `[tls]`
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// PEM certificate chain.
+    pub cert: Option<PathBuf>,
+    /// PEM private key.
+    pub key: Option<PathBuf>,
+    /// A TLS-terminating proxy stands in front: plain HTTP is allowed on any address and
+    /// HSTS is sent.
+    pub behind_proxy: bool,
+}
+
+/// `[http]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpSection {
+    /// Largest request body, bytes.
+    pub body_limit_bytes: usize,
+    /// Request timeout, seconds.
+    pub request_timeout_secs: u64,
+}
+
+impl Default for HttpSection {
+    fn default() -> Self {
+        HttpSection {
+            body_limit_bytes: 1024 * 1024,
+            request_timeout_secs: 30,
+        }
+    }
+}
+
+/// `[objects]`
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct ObjectsConfig {
+    /// `local` (default) or `s3`.
+    pub backend: ObjectBackend,
+    /// Directory of the local backend; `<data_dir>/objects` when unset.
+    pub local_dir: Option<PathBuf>,
+    /// `[objects.s3]`
+    pub s3: Option<S3Config>,
+}
+
+/// Object storage backends.
+#[derive(Debug, Deserialize, Default, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ObjectBackend {
+    /// A local directory.
+    #[default]
+    Local,
+    /// An S3-compatible bucket.
+    S3,
+}
+
+/// `[log]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `json` (default) or `text`.
+    pub format: LogFormat,
+    /// A tracing filter, e.g. `info` or `phivault=debug,info`.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: LogFormat::Json,
+            level: "info".into(),
+        }
+    }
+}
+
+/// Log line formats.
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One JSON object per line.
+    Json,
+    /// Human-readable text.
+    Text,
+}
+
+/// Command-line values that override the file and the environment.
+#[derive(Debug, Default)]
+pub struct Overrides {
+    /// `--data`
+    pub data_dir: Option<PathBuf>,
+    /// `--database-url`
+    pub database_url: Option<String>,
+    /// `--listen`
+    pub listen: Option<SocketAddr>,
+}
+
+impl Config {
+    /// Loads defaults, the file (if any), the environment, then the overrides.
+    pub fn load(file: Option<&Path>, overrides: Overrides) -> Result<Config> {
+        let mut config = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).with_context(|| {
+                    format!("cannot read configuration file {}", path.display())
+                })?;
+                toml::from_str(&text)
+                    .with_context(|| format!("invalid configuration file {}", path.display()))?
+            }
+            None => Config::default(),
+        };
+        config.apply_env(|name| std::env::var(name).ok())?;
+        if let Some(d) = overrides.data_dir {
+            config.data_dir = d;
+        }
+        if let Some(u) = overrides.database_url {
+            config.database_url = Some(u);
+        }
+        if let Some(l) = overrides.listen {
+            config.listen = l;
+        }
+        config.database_url = config.database_url.filter(|u| !u.trim().is_empty());
+        config.migrate_database_url = config.migrate_database_url.filter(|u| !u.trim().is_empty());
+        Ok(config)
+    }
+
+    /// Applies `PHIVAULT_*` variables (those not handled by clap's flags).
+    fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> Result<()> {
+        fn parse<T: std::str::FromStr>(name: &str, v: &str) -> Result<T> {
+            v.parse()
+                .map_err(|_| anyhow::anyhow!("{name} has an invalid value"))
+        }
+        fn flag(name: &str, v: &str) -> Result<bool> {
+            match v.to_ascii_lowercase().as_str() {
+                "1" | "true" | "yes" | "on" => Ok(true),
+                "0" | "false" | "no" | "off" => Ok(false),
+                _ => bail!("{name} must be true or false"),
+            }
+        }
+        if let Some(v) = get("PHIVAULT_MIGRATE_DATABASE_URL") {
+            self.migrate_database_url = Some(v);
+        }
+        if let Some(v) = get("PHIVAULT_APP_ROLE") {
+            self.app_role = v;
+        }
+        if let Some(v) = get("PHIVAULT_DB_MAX_CONNECTIONS") {
+            self.db_max_connections = parse("PHIVAULT_DB_MAX_CONNECTIONS", &v)?;
+        }
+        if let Some(v) = get("PHIVAULT_TLS_CERT") {
+            self.tls.cert = Some(v.into());
+        }
+        if let Some(v) = get("PHIVAULT_TLS_KEY") {
+            self.tls.key = Some(v.into());
+        }
+        if let Some(v) = get("PHIVAULT_BEHIND_TLS_PROXY") {
+            self.tls.behind_proxy = flag("PHIVAULT_BEHIND_TLS_PROXY", &v)?;
+        }
+        if let Some(v) = get("PHIVAULT_BODY_LIMIT_BYTES") {
+            self.http.body_limit_bytes = parse("PHIVAULT_BODY_LIMIT_BYTES", &v)?;
+        }
+        if let Some(v) = get("PHIVAULT_REQUEST_TIMEOUT_SECS") {
+            self.http.request_timeout_secs = parse("PHIVAULT_REQUEST_TIMEOUT_SECS", &v)?;
+        }
+        if let Some(v) = get("PHIVAULT_OBJECTS") {
+            self.objects.backend = match v.as_str() {
+                "local" => ObjectBackend::Local,
+                "s3" => ObjectBackend::S3,
+                _ => bail!("PHIVAULT_OBJECTS must be local or s3"),
+            };
+        }
+        if let Some(v) = get("PHIVAULT_OBJECTS_DIR") {
+            self.objects.local_dir = Some(v.into());
+        }
+        let s3_vars = [
+            "PHIVAULT_S3_BUCKET",
+            "PHIVAULT_S3_REGION",
+            "PHIVAULT_S3_ENDPOINT",
+            "PHIVAULT_S3_ACCESS_KEY_ID",
+            "PHIVAULT_S3_SECRET_ACCESS_KEY",
+            "PHIVAULT_S3_ALLOW_HTTP",
+        ];
+        if s3_vars.iter().any(|n| get(n).is_some()) {
+            let s3 = self.objects.s3.get_or_insert_with(|| S3Config {
+                region: "us-east-1".into(),
+                ..S3Config::default()
+            });
+            if let Some(v) = get("PHIVAULT_S3_BUCKET") {
+                s3.bucket = v;
+            }
+            if let Some(v) = get("PHIVAULT_S3_REGION") {
+                s3.region = v;
+            }
+            if let Some(v) = get("PHIVAULT_S3_ENDPOINT") {
+                s3.endpoint = Some(v);
+            }
+            if let Some(v) = get("PHIVAULT_S3_ACCESS_KEY_ID") {
+                s3.access_key_id = Some(v);
+            }
+            if let Some(v) = get("PHIVAULT_S3_SECRET_ACCESS_KEY") {
+                s3.secret_access_key = Some(v);
+            }
+            if let Some(v) = get("PHIVAULT_S3_ALLOW_HTTP") {
+                s3.allow_http = flag("PHIVAULT_S3_ALLOW_HTTP", &v)?;
+            }
+        }
+        if let Some(v) = get("PHIVAULT_LOG_FORMAT") {
+            self.log.format = match v.as_str() {
+                "json" => LogFormat::Json,
+                "text" => LogFormat::Text,
+                _ => bail!("PHIVAULT_LOG_FORMAT must be json or text"),
+            };
+        }
+        if let Some(v) = get("PHIVAULT_LOG") {
+            self.log.level = v;
+        }
+        Ok(())
+    }
+
+    /// The SQLite file used when no database URL is configured.
+    pub fn sqlite_path(&self) -> PathBuf {
+        self.data_dir.join("phivault.db")
+    }
+
+    /// The object storage configuration, resolved against the data directory.
+    pub fn object_store(&self) -> Result<ObjectStoreConfig> {
+        match self.objects.backend {
+            ObjectBackend::Local => Ok(ObjectStoreConfig::Local {
+                root: self
+                    .objects
+                    .local_dir
+                    .clone()
+                    .unwrap_or_else(|| self.data_dir.join("objects")),
+            }),
+            ObjectBackend::S3 => match &self.objects.s3 {
+                Some(s3) if !s3.bucket.is_empty() => Ok(ObjectStoreConfig::S3(s3.clone())),
+                _ => bail!(
+                    "objects.backend is s3 but objects.s3.bucket (PHIVAULT_S3_BUCKET) is not set"
+                ),
+            },
+        }
+    }
+
+    /// The request timeout.
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_secs(self.http.request_timeout_secs.max(1))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_then_env_then_flags() {
+        let mut c: Config = toml::from_str(
+            "listen = \"127.0.0.1:9000\"\napp_role = \"from_file\"\n[http]\nbody_limit_bytes = 10\n[tls]\nbehind_proxy = true\n",
+        )
+        .unwrap();
+        assert_eq!(c.app_role, "from_file");
+        c.apply_env(|n| match n {
+            "PHIVAULT_APP_ROLE" => Some("from_env".into()),
+            "PHIVAULT_BEHIND_TLS_PROXY" => Some("false".into()),
+            _ => None,
+        })
+        .unwrap();
+        assert_eq!(c.app_role, "from_env");
+        assert!(!c.tls.behind_proxy);
+        assert_eq!(c.http.body_limit_bytes, 10);
+        assert_eq!(c.listen.port(), 9000);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_refused() {
+        assert!(toml::from_str::<Config>("listen_port = 1").is_err());
+        let mut c = Config::default();
+        assert!(
+            c.apply_env(|n| (n == "PHIVAULT_BEHIND_TLS_PROXY").then(|| "maybe".into()))
+                .is_err()
+        );
+        assert!(
+            c.apply_env(|n| (n == "PHIVAULT_OBJECTS").then(|| "ftp".into()))
+                .is_err()
+        );
+    }
+}

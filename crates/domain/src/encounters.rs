@@ -1,0 +1,159 @@
+//! Encounters: one visit of a patient with a provider, in the patient's practice.
+
+use chrono::{DateTime, Utc};
+use phivault_store::TenantTx;
+use serde::Serialize;
+use uuid::Uuid;
+
+use crate::error::on_write;
+use crate::{
+    DomainError, EncounterId, PatientId, Phi, PracticeId, PracticeScope, Result, UserId, patients,
+    validate,
+};
+
+/// An encounter.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct Encounter {
+    /// Identifier.
+    pub id: EncounterId,
+    /// The patient.
+    pub patient_id: PatientId,
+    /// The practice (the patient's).
+    pub practice_id: PracticeId,
+    /// The provider who documents it.
+    pub provider_id: UserId,
+    /// `open` or `closed`.
+    pub status: String,
+    /// Reason for the visit, free text.
+    pub reason: Option<Phi<String>>,
+    /// When the visit started.
+    pub started_at: DateTime<Utc>,
+    /// When the record was created.
+    pub created_at: DateTime<Utc>,
+}
+
+/// What it takes to open an encounter.
+#[derive(Clone, Debug)]
+pub struct NewEncounter {
+    /// The patient; must be visible in the caller's scope.
+    pub patient_id: PatientId,
+    /// Reason for the visit.
+    pub reason: Option<Phi<String>>,
+    /// When the visit started (defaults to now).
+    pub started_at: Option<DateTime<Utc>>,
+}
+
+#[derive(sqlx::FromRow)]
+struct Row {
+    id: Uuid,
+    patient_id: Uuid,
+    practice_id: Uuid,
+    provider_id: Uuid,
+    status: String,
+    reason: Option<String>,
+    started_at: DateTime<Utc>,
+    created_at: DateTime<Utc>,
+}
+
+impl From<Row> for Encounter {
+    fn from(r: Row) -> Self {
+        Encounter {
+            id: EncounterId::from_uuid(r.id),
+            patient_id: PatientId::from_uuid(r.patient_id),
+            practice_id: PracticeId::from_uuid(r.practice_id),
+            provider_id: UserId::from_uuid(r.provider_id),
+            status: r.status,
+            reason: r.reason.map(Phi::new),
+            started_at: r.started_at,
+            created_at: r.created_at,
+        }
+    }
+}
+
+/// Opens an encounter for a patient visible in `scope`, documented by `provider`.
+pub async fn create(
+    tx: &mut TenantTx,
+    scope: PracticeScope,
+    provider: UserId,
+    new: NewEncounter,
+    now: DateTime<Utc>,
+) -> Result<Encounter> {
+    let reason = match &new.reason {
+        Some(r) => Some(validate::text("reason", r.expose(), 2000)?),
+        None => None,
+    };
+    let patient = patients::get(tx, scope, new.patient_id).await?;
+    let id = EncounterId::generate();
+    let started_at = new.started_at.unwrap_or(now);
+    tx.query(
+        "INSERT INTO encounters (tenant_id, id, patient_id, practice_id, provider_id, status, reason, started_at, created_at)
+         VALUES ($1, $2, $3, $4, $5, 'open', $6, $7, $8)",
+    )
+    .bind(id)
+    .bind(patient.id)
+    .bind(patient.practice_id)
+    .bind(provider)
+    .bind(reason.clone())
+    .bind(started_at)
+    .bind(now)
+    .execute()
+    .await
+    .map_err(on_write("encounter"))?;
+    Ok(Encounter {
+        id,
+        patient_id: patient.id,
+        practice_id: patient.practice_id,
+        provider_id: provider,
+        status: "open".into(),
+        reason: reason.map(Phi::new),
+        started_at,
+        created_at: now,
+    })
+}
+
+/// One encounter, if visible in `scope`.
+pub async fn get(tx: &mut TenantTx, scope: PracticeScope, id: EncounterId) -> Result<Encounter> {
+    let row: Option<Row> = tx
+        .query(
+            "SELECT e.id, e.patient_id, e.practice_id, e.provider_id, e.status, e.reason, e.started_at, e.created_at
+             FROM encounters e
+             WHERE e.tenant_id = $1 AND e.id = $3 AND ($2 IS NULL
+                 OR EXISTS (SELECT 1 FROM users u WHERE u.tenant_id = $1 AND u.id = $2 AND u.all_practices)
+                 OR e.practice_id IN (SELECT g.practice_id FROM user_practices g WHERE g.tenant_id = $1 AND g.user_id = $2))",
+        )
+        .bind(scope.as_param())
+        .bind(id)
+        .fetch_optional()
+        .await?;
+    row.map(Encounter::from)
+        .ok_or(DomainError::NotFound("encounter"))
+}
+
+/// Encounters visible in `scope`, optionally of one patient, oldest first, `limit` at a
+/// time after the cursor `after`.
+pub async fn list(
+    tx: &mut TenantTx,
+    scope: PracticeScope,
+    patient: Option<PatientId>,
+    after: Option<EncounterId>,
+    limit: u32,
+) -> Result<Vec<Encounter>> {
+    let rows: Vec<Row> = tx
+        .query(
+            "SELECT e.id, e.patient_id, e.practice_id, e.provider_id, e.status, e.reason, e.started_at, e.created_at
+             FROM encounters e
+             WHERE e.tenant_id = $1 AND ($2 IS NULL
+                 OR EXISTS (SELECT 1 FROM users u WHERE u.tenant_id = $1 AND u.id = $2 AND u.all_practices)
+                 OR e.practice_id IN (SELECT g.practice_id FROM user_practices g WHERE g.tenant_id = $1 AND g.user_id = $2))
+               AND ($3 IS NULL OR e.patient_id = $3)
+               AND ($4 IS NULL OR e.id > $4)
+             ORDER BY e.id LIMIT $5",
+        )
+        .bind(scope.as_param())
+        .bind(patient.map(|p| p.as_uuid()))
+        .bind(after.map(|a| a.as_uuid()))
+        .bind(i64::from(limit))
+        .fetch_all()
+        .await?;
+    Ok(rows.into_iter().map(Encounter::from).collect())
+}

@@ -1,0 +1,200 @@
+//! API tokens: bearer secrets for programmatic clients, stored only as SHA-256 hashes.
+//!
+//! A token reads `pvt_<tenant id, 32 hex>_<43 base64url characters>` (256 random bits).
+//! The tenant id in clear lets the server open a transaction scoped to that one tenant
+//! before it looks the hash up, so resolving a token never needs a query across tenants.
+//! Hashing without a salt is sound here because the secret has 256 bits of entropy.
+
+use std::fmt;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::{DateTime, Utc};
+use phivault_store::{TenantId, TenantTx};
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use crate::error::{invalid, on_write};
+use crate::users::{self, User};
+use crate::{DomainError, Result, TokenId, UserId, validate};
+
+const PREFIX: &str = "pvt_";
+
+/// A token in clear. Shown once when issued; `Debug` redacts it.
+pub struct TokenSecret(String);
+
+impl TokenSecret {
+    /// The token text, to hand to the client once.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for TokenSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("TokenSecret([redacted])")
+    }
+}
+
+/// A presented token, parsed but not yet checked against the store.
+pub struct PresentedToken {
+    tenant: TenantId,
+    hash: [u8; 32],
+}
+
+impl PresentedToken {
+    /// Parses the text of a bearer token. `None` for anything not shaped like a token.
+    pub fn parse(text: &str) -> Option<Self> {
+        let rest = text.strip_prefix(PREFIX)?;
+        let (tenant_hex, secret) = rest.split_once('_')?;
+        if tenant_hex.len() != 32 || secret.len() != 43 {
+            return None;
+        }
+        let tenant = Uuid::try_parse(tenant_hex).ok()?;
+        let raw = URL_SAFE_NO_PAD.decode(secret).ok()?;
+        if raw.len() != 32 {
+            return None;
+        }
+        Some(PresentedToken {
+            tenant: TenantId::from_uuid(tenant),
+            hash: hash(text),
+        })
+    }
+
+    /// The tenant the token claims; trusted only once [`authenticate`] finds it there.
+    pub fn tenant(&self) -> TenantId {
+        self.tenant
+    }
+}
+
+fn hash(text: &str) -> [u8; 32] {
+    Sha256::digest(text.as_bytes()).into()
+}
+
+/// A freshly issued token.
+#[derive(Debug)]
+pub struct IssuedToken {
+    /// The token's id (for listing and revoking).
+    pub id: TokenId,
+    /// The secret, shown once.
+    pub secret: TokenSecret,
+    /// When it stops working, if ever.
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// Issues a token for `user`.
+pub async fn issue(
+    tx: &mut TenantTx,
+    user: UserId,
+    label: &str,
+    expires_at: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> Result<IssuedToken> {
+    let label = validate::text("label", label, 200)?;
+    if expires_at.is_some_and(|e| e <= now) {
+        return Err(invalid("expires_at", "must be in the future"));
+    }
+    let target = users::get(tx, user).await?;
+    if !target.is_active() {
+        return Err(invalid("user", "is deactivated"));
+    }
+    let mut raw = [0u8; 32];
+    getrandom::fill(&mut raw)
+        .map_err(|_| invalid("token", "the system random number generator failed"))?;
+    let text = format!(
+        "{PREFIX}{}_{}",
+        tx.tenant().as_uuid().simple(),
+        URL_SAFE_NO_PAD.encode(raw)
+    );
+    let id = TokenId::generate();
+    tx.query(
+        "INSERT INTO api_tokens (tenant_id, id, user_id, token_hash, label, created_at, expires_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(id)
+    .bind(user)
+    .bind(&hash(&text)[..])
+    .bind(label)
+    .bind(now)
+    .bind(expires_at)
+    .execute()
+    .await
+    .map_err(on_write("token"))?;
+    Ok(IssuedToken {
+        id,
+        secret: TokenSecret(text),
+        expires_at,
+    })
+}
+
+/// Finds the active user behind a presented token in the transaction's tenant.
+/// `NotFound` covers every failure (unknown, revoked, expired, deactivated user), so a
+/// caller learns nothing about which.
+pub async fn authenticate(
+    tx: &mut TenantTx,
+    token: &PresentedToken,
+    now: DateTime<Utc>,
+) -> Result<(TokenId, User)> {
+    if token.tenant != tx.tenant() {
+        return Err(DomainError::NotFound("token"));
+    }
+    let row: Option<(Uuid, Uuid, Option<DateTime<Utc>>, Option<DateTime<Utc>>)> = tx
+        .query("SELECT id, user_id, expires_at, revoked_at FROM api_tokens WHERE tenant_id = $1 AND token_hash = $2")
+        .bind(&token.hash[..])
+        .fetch_optional()
+        .await?;
+    let Some((id, user_id, expires_at, revoked_at)) = row else {
+        return Err(DomainError::NotFound("token"));
+    };
+    if revoked_at.is_some() || expires_at.is_some_and(|e| e <= now) {
+        return Err(DomainError::NotFound("token"));
+    }
+    let user = users::get(tx, UserId::from_uuid(user_id)).await?;
+    if !user.is_active() {
+        return Err(DomainError::NotFound("token"));
+    }
+    Ok((TokenId::from_uuid(id), user))
+}
+
+/// Revokes a token.
+pub async fn revoke(tx: &mut TenantTx, id: TokenId, now: DateTime<Utc>) -> Result<()> {
+    let n = tx
+        .query("UPDATE api_tokens SET revoked_at = $3 WHERE tenant_id = $1 AND id = $2 AND revoked_at IS NULL")
+        .bind(id)
+        .bind(now)
+        .execute()
+        .await?;
+    if n == 1 {
+        Ok(())
+    } else {
+        Err(DomainError::NotFound("token"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_rejects_malformed_tokens() {
+        let tenant = Uuid::now_v7().simple().to_string();
+        let good = format!("pvt_{tenant}_{}", URL_SAFE_NO_PAD.encode([7u8; 32]));
+        assert!(PresentedToken::parse(&good).is_some());
+        for bad in [
+            "",
+            "pvt_",
+            "Bearer x",
+            &good[..good.len() - 1],
+            &format!("{good}A"),
+            &good.replace("pvt_", "pvx_"),
+            &format!(
+                "pvt_{}_{}",
+                "z".repeat(32),
+                URL_SAFE_NO_PAD.encode([7u8; 32])
+            ),
+            &format!("pvt_{tenant}_{}", "!".repeat(43)),
+        ] {
+            assert!(PresentedToken::parse(bad).is_none(), "accepted {bad:?}");
+        }
+    }
+}

@@ -1,0 +1,255 @@
+//! Extractors whose rejections are phivault errors that never echo input.
+
+use std::marker::PhantomData;
+
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
+use axum::http::request::Parts;
+use axum::http::{StatusCode, header};
+use bytes::Bytes;
+use phivault_access::{Permission, Principal, TenantScope};
+use phivault_store::TenantId;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+
+use crate::{ApiError, AppState};
+
+/// A JSON body. Rejections say what kind of problem, where (line and column, or the
+/// schema path of a known field), never the submitted value.
+pub struct ApiJson<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let is_json = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
+        if !is_json {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "the request body must be application/json",
+            ));
+        }
+        let bytes = Bytes::from_request(req, state)
+            .await
+            .map_err(body_rejection)?;
+        parse_json(&bytes).map(ApiJson)
+    }
+}
+
+fn body_rejection(rejection: BytesRejection) -> ApiError {
+    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            "the request body is larger than allowed",
+        )
+    } else {
+        ApiError::bad_request("body_unreadable", "the request body could not be read")
+    }
+}
+
+/// Parses `bytes` as one JSON value of type `T`, with an input-free error message.
+pub(crate) fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    if bytes.is_empty() {
+        return Err(ApiError::bad_request(
+            "invalid_json",
+            "the request body is empty; a JSON object is required",
+        ));
+    }
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value: T = serde_path_to_error::deserialize(&mut de).map_err(json_error)?;
+    de.end().map_err(|e| {
+        ApiError::bad_request(
+            "invalid_json",
+            format!(
+                "unexpected data after the JSON value (line {}, column {})",
+                e.line(),
+                e.column()
+            ),
+        )
+    })?;
+    Ok(value)
+}
+
+fn json_error(err: serde_path_to_error::Error<serde_json::Error>) -> ApiError {
+    use serde_json::error::Category;
+    let inner = err.inner();
+    let (line, column) = (inner.line(), inner.column());
+    match inner.classify() {
+        Category::Syntax => ApiError::bad_request(
+            "invalid_json",
+            format!("the request body is not valid JSON (line {line}, column {column})"),
+        ),
+        Category::Eof => ApiError::bad_request(
+            "invalid_json",
+            "the request body ends before the JSON value is complete",
+        ),
+        Category::Io => ApiError::bad_request("invalid_json", "the request body could not be read"),
+        Category::Data => {
+            // serde's own message quotes the offending value, so only its kind is kept.
+            // Path segments are names of known fields: every request type denies unknown
+            // fields, so an unknown key fails before a path through it is recorded.
+            let text = inner.to_string();
+            let path = err.path().to_string();
+            let at = if path == "." {
+                "the request body".to_string()
+            } else {
+                format!("field `{path}`")
+            };
+            let message = if let Some(field) = text
+                .strip_prefix("missing field `")
+                .and_then(|t| t.split('`').next())
+            {
+                let full = if path == "." {
+                    field.to_string()
+                } else {
+                    format!("{path}.{field}")
+                };
+                format!("missing required field `{full}`")
+            } else if text.starts_with("unknown field") {
+                let parent = path
+                    .rsplit_once('.')
+                    .map(|(p, _)| p.to_string())
+                    .unwrap_or_default();
+                if parent.is_empty() || path == "." {
+                    "the request body has a field this endpoint does not accept".to_string()
+                } else {
+                    format!("field `{parent}` has a field this endpoint does not accept")
+                }
+            } else if text.starts_with("invalid type") {
+                format!("{at} has the wrong type")
+            } else if text.starts_with("invalid length") {
+                format!("{at} has the wrong number of items")
+            } else if text.starts_with("duplicate field") {
+                format!("{at} repeats a field")
+            } else {
+                format!("{at} has a value that is not allowed")
+            };
+            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_body", message)
+        }
+    }
+}
+
+/// Path parameters; a malformed one is a 400 that does not quote it.
+pub struct ApiPath<T>(pub T);
+
+impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for ApiPath<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Path(v)| ApiPath(v))
+            .map_err(|_| {
+                ApiError::bad_request("invalid_path", "a path parameter is not a valid identifier")
+            })
+    }
+}
+
+/// Query parameters; a malformed one is a 400 that does not quote it.
+pub struct ApiQuery<T>(pub T);
+
+impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Query(v)| ApiQuery(v))
+            .map_err(|_| {
+                ApiError::bad_request(
+                    "invalid_query",
+                    "a query parameter is missing, unknown or malformed",
+                )
+            })
+    }
+}
+
+/// The authenticated caller, from `Authorization: Bearer <token>`.
+pub struct Auth(pub Principal);
+
+impl FromRequestParts<AppState> for Auth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let unauthenticated = || ApiError::from(phivault_access::AccessError::Unauthenticated);
+        let value = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .ok_or_else(unauthenticated)?;
+        let text = value.to_str().map_err(|_| unauthenticated())?;
+        let token = text
+            .strip_prefix("Bearer ")
+            .or_else(|| text.strip_prefix("bearer "))
+            .ok_or_else(unauthenticated)?;
+        let principal = phivault_access::authenticate(&state.db, token.trim(), state.now()).await?;
+        Ok(Auth(principal))
+    }
+}
+
+/// A permission a route requires, as a type, so the route's extractor names it.
+pub trait Requires: Send + Sync + 'static {
+    /// The permission.
+    const PERMISSION: Permission;
+}
+
+macro_rules! requirement {
+    ($($name:ident),* $(,)?) => {$(
+        #[doc = concat!("Requires `Permission::", stringify!($name), "`.")]
+        pub struct $name;
+        impl Requires for $name {
+            const PERMISSION: Permission = Permission::$name;
+        }
+    )*};
+}
+
+/// Route requirements.
+pub mod need {
+    use super::{Permission, Requires};
+    requirement!(
+        PracticeRead,
+        PracticeManage,
+        PatientRead,
+        PatientWrite,
+        EncounterRead,
+        EncounterWrite,
+        UserRead,
+        UserManage
+    );
+}
+
+#[derive(Deserialize)]
+struct TenantPath {
+    tenant_id: TenantId,
+}
+
+/// An authenticated caller, authorized for permission `R` in the tenant named by the
+/// `{tenant_id}` path segment. Runs before the body is read.
+pub struct Scoped<R: Requires> {
+    /// The scope to act in.
+    pub scope: TenantScope,
+    /// The caller.
+    pub principal: Principal,
+    _requires: PhantomData<R>,
+}
+
+impl<R: Requires> FromRequestParts<AppState> for Scoped<R> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let Auth(principal) = Auth::from_request_parts(parts, state).await?;
+        let ApiPath(path) = ApiPath::<TenantPath>::from_request_parts(parts, state).await?;
+        let scope = phivault_access::authorize(&principal, path.tenant_id, R::PERMISSION)?;
+        Ok(Scoped {
+            scope,
+            principal,
+            _requires: PhantomData,
+        })
+    }
+}

@@ -1,0 +1,54 @@
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::AppState;
+
+/// Liveness answer.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Health {
+    /// Always `ok` while the process serves.
+    status: &'static str,
+}
+
+/// Readiness answer: each dependency and whether it answered.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Readiness {
+    /// `ready` or `not_ready`.
+    status: &'static str,
+    /// `ok` or `unavailable`.
+    database: &'static str,
+    /// `ok` or `unavailable`.
+    object_storage: &'static str,
+}
+
+/// Liveness: the process is up and serving.
+#[utoipa::path(get, path = "/healthz", tag = "health", responses((status = 200, body = Health)))]
+pub(crate) async fn healthz() -> Json<Health> {
+    Json(Health { status: "ok" })
+}
+
+/// Readiness: the database and object storage answer.
+#[utoipa::path(get, path = "/readyz", tag = "health",
+    responses((status = 200, body = Readiness), (status = 503, body = Readiness)))]
+pub(crate) async fn readyz(State(st): State<AppState>) -> (StatusCode, Json<Readiness>) {
+    let db_ok = st.db.ping().await.is_ok();
+    let obj_ok = st.objects.check().await.is_ok();
+    let ready = db_ok && obj_ok;
+    let word = |ok: bool| if ok { "ok" } else { "unavailable" };
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        Json(Readiness {
+            status: if ready { "ready" } else { "not_ready" },
+            database: word(db_ok),
+            object_storage: word(obj_ok),
+        }),
+    )
+}

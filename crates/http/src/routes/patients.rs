@@ -1,0 +1,130 @@
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use chrono::{DateTime, NaiveDate, Utc};
+use phivault_domain::patients::{self, NewPatient, Patient};
+use phivault_domain::{PatientId, Phi, PracticeId};
+use phivault_store::TxMode;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::Page;
+use crate::extract::{ApiJson, ApiPath, ApiQuery, Scoped, need};
+use crate::{ApiError, AppState};
+
+/// A patient. Every field but the ids and times is PHI.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct PatientView {
+    id: Uuid,
+    practice_id: Uuid,
+    mrn: String,
+    given_name: String,
+    family_name: String,
+    date_of_birth: NaiveDate,
+    created_at: DateTime<Utc>,
+}
+
+impl From<Patient> for PatientView {
+    fn from(p: Patient) -> Self {
+        PatientView {
+            id: p.id.as_uuid(),
+            practice_id: p.practice_id.as_uuid(),
+            mrn: p.mrn.into_inner(),
+            given_name: p.given_name.into_inner(),
+            family_name: p.family_name.into_inner(),
+            date_of_birth: p.date_of_birth.into_inner(),
+            created_at: p.created_at,
+        }
+    }
+}
+
+/// A new patient. Values are held redacted on the server until stored.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CreatePatient {
+    practice_id: Uuid,
+    /// Medical record number, 1 to 64 characters.
+    #[schema(value_type = String)]
+    mrn: Phi<String>,
+    #[schema(value_type = String)]
+    given_name: Phi<String>,
+    #[schema(value_type = String)]
+    family_name: Phi<String>,
+    /// `YYYY-MM-DD`, not in the future.
+    #[schema(value_type = NaiveDate)]
+    date_of_birth: Phi<NaiveDate>,
+}
+
+#[derive(Deserialize)]
+pub(crate) struct PatientPath {
+    patient_id: Uuid,
+}
+
+/// Patients in the caller's practices.
+#[utoipa::path(get, path = "/api/v1/tenants/{tenant_id}/patients", tag = "patients",
+    params(("tenant_id" = Uuid, Path), Page),
+    responses((status = 200, body = Vec<PatientView>), (status = 403, body = crate::error::ErrorBody)),
+    security(("bearer" = [])))]
+pub(crate) async fn list_patients(
+    State(st): State<AppState>,
+    s: Scoped<need::PatientRead>,
+    ApiQuery(page): ApiQuery<Page>,
+) -> Result<Json<Vec<PatientView>>, ApiError> {
+    let limit = page.limit()?;
+    let mut tx = s.scope.begin(&st.db, TxMode::Read).await?;
+    let list = patients::list(
+        &mut tx,
+        s.scope.practices(),
+        page.after.map(PatientId::from_uuid),
+        limit,
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(Json(list.into_iter().map(PatientView::from).collect()))
+}
+
+/// Registers a patient in one of the caller's practices.
+#[utoipa::path(post, path = "/api/v1/tenants/{tenant_id}/patients", tag = "patients",
+    params(("tenant_id" = Uuid, Path)), request_body = CreatePatient,
+    responses((status = 201, body = PatientView), (status = 404, body = crate::error::ErrorBody),
+              (status = 422, body = crate::error::ErrorBody)),
+    security(("bearer" = [])))]
+pub(crate) async fn create_patient(
+    State(st): State<AppState>,
+    s: Scoped<need::PatientWrite>,
+    ApiJson(body): ApiJson<CreatePatient>,
+) -> Result<(StatusCode, Json<PatientView>), ApiError> {
+    let new = NewPatient {
+        practice_id: PracticeId::from_uuid(body.practice_id),
+        mrn: body.mrn,
+        given_name: body.given_name,
+        family_name: body.family_name,
+        date_of_birth: body.date_of_birth,
+    };
+    let mut tx = s.scope.begin(&st.db, TxMode::Write).await?;
+    let patient = patients::create(&mut tx, s.scope.practices(), new, st.now()).await?;
+    tx.commit().await?;
+    Ok((StatusCode::CREATED, Json(patient.into())))
+}
+
+/// One patient.
+#[utoipa::path(get, path = "/api/v1/tenants/{tenant_id}/patients/{patient_id}", tag = "patients",
+    params(("tenant_id" = Uuid, Path), ("patient_id" = Uuid, Path)),
+    responses((status = 200, body = PatientView), (status = 404, body = crate::error::ErrorBody)),
+    security(("bearer" = [])))]
+pub(crate) async fn get_patient(
+    State(st): State<AppState>,
+    s: Scoped<need::PatientRead>,
+    ApiPath(path): ApiPath<PatientPath>,
+) -> Result<Json<PatientView>, ApiError> {
+    let mut tx = s.scope.begin(&st.db, TxMode::Read).await?;
+    let patient = patients::get(
+        &mut tx,
+        s.scope.practices(),
+        PatientId::from_uuid(path.patient_id),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(Json(patient.into()))
+}
