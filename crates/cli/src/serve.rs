@@ -25,8 +25,10 @@ fn choose_transport(config: &Config) -> Result<Transport> {
             key: key.clone(),
         })),
         (Some(_), None) | (None, Some(_)) => bail!("tls.cert and tls.key must be set together"),
-        (None, None) if config.listen.ip().is_loopback() => Ok(Transport::PlainLoopback),
+        // A declared proxy first: behind a proxy on the same host, clients still come over
+        // TLS and must get HSTS.
         (None, None) if config.tls.behind_proxy => Ok(Transport::PlainBehindProxy),
+        (None, None) if config.listen.ip().is_loopback() => Ok(Transport::PlainLoopback),
         (None, None) => bail!(
             "refusing to serve plain HTTP on {}, which is not a loopback address: set tls.cert and tls.key \
              (PHIVAULT_TLS_CERT / PHIVAULT_TLS_KEY; `phivault dev-cert` writes a development pair), or declare \

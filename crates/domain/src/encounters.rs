@@ -7,8 +7,7 @@ use uuid::Uuid;
 
 use crate::error::on_write;
 use crate::{
-    DomainError, EncounterId, PatientId, Phi, PracticeId, PracticeScope, Result, UserId, patients,
-    validate,
+    DomainError, EncounterId, PatientId, Phi, PracticeId, PracticeScope, Result, UserId, validate,
 };
 
 /// An encounter.
@@ -82,27 +81,35 @@ pub async fn create(
         Some(r) => Some(validate::text("reason", r.expose(), 2000)?),
         None => None,
     };
-    let patient = patients::get(tx, scope, new.patient_id).await?;
     let id = EncounterId::generate();
     let started_at = new.started_at.unwrap_or(now);
-    tx.query(
-        "INSERT INTO encounters (tenant_id, id, patient_id, practice_id, provider_id, status, reason, started_at, created_at)
-         VALUES ($1, $2, $3, $4, $5, 'open', $6, $7, $8)",
-    )
-    .bind(id)
-    .bind(patient.id)
-    .bind(patient.practice_id)
-    .bind(provider)
-    .bind(reason.clone())
-    .bind(started_at)
-    .bind(now)
-    .execute()
-    .await
-    .map_err(on_write("encounter"))?;
+    // One statement: the patient's practice is read and its visibility in `scope` checked
+    // by the INSERT itself, so a patient outside the caller's practices inserts nothing.
+    let inserted: Option<(Uuid, Uuid)> = tx
+        .query(
+            "INSERT INTO encounters (tenant_id, id, patient_id, practice_id, provider_id, status, reason, started_at, created_at)
+             SELECT p.tenant_id, $3, p.id, p.practice_id, $5, 'open', $6, $7, $8
+             FROM patients p
+             WHERE p.tenant_id = $1 AND p.id = $4 AND ($2 IS NULL
+                 OR EXISTS (SELECT 1 FROM users u WHERE u.tenant_id = $1 AND u.id = $2 AND u.all_practices)
+                 OR p.practice_id IN (SELECT g.practice_id FROM user_practices g WHERE g.tenant_id = $1 AND g.user_id = $2))
+             RETURNING patient_id, practice_id",
+        )
+        .bind(scope.as_param())
+        .bind(id)
+        .bind(new.patient_id)
+        .bind(provider)
+        .bind(reason.clone())
+        .bind(started_at)
+        .bind(now)
+        .fetch_optional()
+        .await
+        .map_err(on_write("encounter"))?;
+    let (patient_id, practice_id) = inserted.ok_or(DomainError::NotFound("patient"))?;
     Ok(Encounter {
         id,
-        patient_id: patient.id,
-        practice_id: patient.practice_id,
+        patient_id: PatientId::from_uuid(patient_id),
+        practice_id: PracticeId::from_uuid(practice_id),
         provider_id: provider,
         status: "open".into(),
         reason: reason.map(Phi::new),

@@ -133,6 +133,13 @@ async fn render_errors(req: Request, next: Next) -> Response {
         HeaderValue::from_static("application/json"),
     );
     parts.headers.remove(header::CONTENT_LENGTH);
+    if status == StatusCode::PAYLOAD_TOO_LARGE {
+        // The rest of the body is never read, so the connection cannot be reused: say so,
+        // or a keep-alive client sends its next request into a closed connection.
+        parts
+            .headers
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     parts.extensions.insert(RenderedError {
         code,
         message: body.message,

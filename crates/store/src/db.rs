@@ -183,19 +183,19 @@ impl Db {
         let inner = match &self.pool {
             Pool::Sqlite(pool) => Inner::Sqlite(begin_sqlite(pool, mode).await?),
             Pool::Postgres(pool) => {
-                let mut tx = pool.begin().await?;
-                if mode == TxMode::Read {
-                    sqlx::query("SET TRANSACTION READ ONLY")
-                        .execute(&mut *tx)
-                        .await?;
-                }
-                // Transaction-local (is_local = true): it cannot leak to the next user of
-                // this pooled connection.
-                sqlx::query("SELECT set_config('phivault.tenant_id', $1, true)")
-                    .bind(tenant.to_string())
-                    .execute(&mut *tx)
-                    .await?;
-                Inner::Postgres(tx)
+                // One round trip: BEGIN and the transaction-local (is_local = true) tenant
+                // setting, which cannot leak to the next user of this pooled connection.
+                // The tenant is a formatted UUID, so it cannot inject SQL.
+                let sql = format!(
+                    "BEGIN{}; SELECT set_config('phivault.tenant_id', '{}', true)",
+                    if mode == TxMode::Read {
+                        " READ ONLY"
+                    } else {
+                        ""
+                    },
+                    tenant.as_uuid().hyphenated()
+                );
+                Inner::Postgres(pool.begin_with(sqlx::AssertSqlSafe(sql)).await?)
             }
         };
         Ok(TenantTx::new(tenant, inner))
@@ -205,15 +205,10 @@ impl Db {
     pub async fn begin_platform(&self, mode: TxMode) -> Result<PlatformTx> {
         let inner = match &self.pool {
             Pool::Sqlite(pool) => Inner::Sqlite(begin_sqlite(pool, mode).await?),
-            Pool::Postgres(pool) => {
-                let mut tx = pool.begin().await?;
-                if mode == TxMode::Read {
-                    sqlx::query("SET TRANSACTION READ ONLY")
-                        .execute(&mut *tx)
-                        .await?;
-                }
-                Inner::Postgres(tx)
-            }
+            Pool::Postgres(pool) => Inner::Postgres(match mode {
+                TxMode::Read => pool.begin_with("BEGIN READ ONLY").await?,
+                TxMode::Write => pool.begin().await?,
+            }),
         };
         Ok(PlatformTx::new(inner))
     }

@@ -2,8 +2,7 @@
 //! a schema owner that runs migrations, and a serving role without `BYPASSRLS` that owns
 //! nothing.
 
-use std::time::Duration;
-
+use sqlx::Connection;
 use url::Url;
 
 use crate::{Db, DbOptions, Result, StoreError};
@@ -35,8 +34,11 @@ fn with_identity(base: &Url, user: &str, password: Option<&str>, database: &str)
     Ok(url.to_string())
 }
 
-async fn exec_ignoring_duplicates(db: &sqlx::PgPool, sql: String) -> Result<()> {
-    match sqlx::query(sqlx::AssertSqlSafe(sql)).execute(db).await {
+async fn exec_ignoring_duplicates(conn: &mut sqlx::PgConnection, sql: String) -> Result<()> {
+    match sqlx::query(sqlx::AssertSqlSafe(sql))
+        .execute(&mut *conn)
+        .await
+    {
         Ok(_) => Ok(()),
         // Concurrent tests race to create the same cluster-wide role.
         Err(sqlx::Error::Database(e))
@@ -53,18 +55,14 @@ impl ScratchPg {
     /// owned by the owner role, migrated, with the serving role granted.
     pub async fn create(admin_url: &str, prefix: &str) -> Result<ScratchPg> {
         let base = Url::parse(admin_url).map_err(|_| StoreError::UnsupportedUrl)?;
-        let admin = sqlx::postgres::PgPoolOptions::new()
-            .max_connections(1)
-            .acquire_timeout(Duration::from_secs(10))
-            .connect(admin_url)
-            .await?;
+        let mut admin = sqlx::PgConnection::connect(admin_url).await?;
         exec_ignoring_duplicates(
-            &admin,
+            &mut admin,
             format!("CREATE ROLE {OWNER_ROLE} LOGIN NOSUPERUSER NOBYPASSRLS PASSWORD '{PASSWORD}'"),
         )
         .await?;
         exec_ignoring_duplicates(
-            &admin,
+            &mut admin,
             format!("CREATE ROLE {APP_ROLE} LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE PASSWORD '{PASSWORD}'"),
         )
         .await?;
@@ -72,9 +70,9 @@ impl ScratchPg {
         sqlx::query(sqlx::AssertSqlSafe(format!(
             "CREATE DATABASE {name} OWNER {OWNER_ROLE}"
         )))
-        .execute(&admin)
+        .execute(&mut admin)
         .await?;
-        admin.close().await;
+        admin.close().await?;
         let scratch = ScratchPg {
             admin_url: with_identity(&base, base.username(), base.password(), &name)?,
             owner_url: with_identity(&base, OWNER_ROLE, Some(PASSWORD), &name)?,
@@ -84,7 +82,7 @@ impl ScratchPg {
         let owner = Db::connect(
             &scratch.owner_url,
             &DbOptions {
-                max_connections: 1,
+                max_connections: 2,
                 ..DbOptions::default()
             },
         )
@@ -102,17 +100,14 @@ impl ScratchPg {
 
     /// Drops the database (connections to it must be closed).
     pub async fn drop_database(self, admin_url: &str) -> Result<()> {
-        let admin = sqlx::postgres::PgPoolOptions::new()
-            .max_connections(1)
-            .connect(admin_url)
-            .await?;
+        let mut admin = sqlx::PgConnection::connect(admin_url).await?;
         sqlx::query(sqlx::AssertSqlSafe(format!(
             "DROP DATABASE IF EXISTS {} WITH (FORCE)",
             self.name
         )))
-        .execute(&admin)
+        .execute(&mut admin)
         .await?;
-        admin.close().await;
+        admin.close().await?;
         Ok(())
     }
 }
