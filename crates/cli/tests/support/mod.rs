@@ -139,7 +139,19 @@ impl Site {
     pub fn serve_with(&self, envs: &[(&str, &str)]) -> Server {
         let mut cmd = self.serve_command();
         cmd.envs(envs.iter().copied());
-        Server::start(cmd)
+        let server = Server::start(cmd);
+        // The start-up log line names the backend actually in use.
+        let expected = match self.backend {
+            Backend::Sqlite => "\"database\":\"sqlite\"",
+            Backend::Postgres => "\"database\":\"postgres\"",
+        };
+        let log = server.stderr();
+        let serving = log
+            .lines()
+            .find(|l| l.contains("phivault serving"))
+            .unwrap_or_else(|| panic!("no start-up log line in: {log}"));
+        assert!(serving.contains(expected), "not on {:?}: {serving}", self.backend);
+        server
     }
 
     /// Starts the server.
