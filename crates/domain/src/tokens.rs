@@ -127,6 +127,14 @@ pub async fn issue(
     })
 }
 
+#[derive(sqlx::FromRow)]
+struct TokenRow {
+    id: Uuid,
+    user_id: Uuid,
+    expires_at: Option<DateTime<Utc>>,
+    revoked_at: Option<DateTime<Utc>>,
+}
+
 /// Finds the active user behind a presented token in the transaction's tenant.
 /// `NotFound` covers every failure (unknown, revoked, expired, deactivated user), so a
 /// caller learns nothing about which.
@@ -138,12 +146,18 @@ pub async fn authenticate(
     if token.tenant != tx.tenant() {
         return Err(DomainError::NotFound("token"));
     }
-    let row: Option<(Uuid, Uuid, Option<DateTime<Utc>>, Option<DateTime<Utc>>)> = tx
+    let row: Option<TokenRow> = tx
         .query("SELECT id, user_id, expires_at, revoked_at FROM api_tokens WHERE tenant_id = $1 AND token_hash = $2")
         .bind(&token.hash[..])
         .fetch_optional()
         .await?;
-    let Some((id, user_id, expires_at, revoked_at)) = row else {
+    let Some(TokenRow {
+        id,
+        user_id,
+        expires_at,
+        revoked_at,
+    }) = row
+    else {
         return Err(DomainError::NotFound("token"));
     };
     if revoked_at.is_some() || expires_at.is_some_and(|e| e <= now) {
