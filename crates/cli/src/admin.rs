@@ -61,10 +61,10 @@ pub enum UserCommand {
         #[arg(long)]
         name: String,
         /// Role (owner, admin, member, billing, provider, qa); repeat for several.
-        #[arg(long = "role", required = true)]
+        #[arg(long = "role", required = true, value_name = "ROLE")]
         roles: Vec<String>,
         /// A practice id the user may work in; repeat for several.
-        #[arg(long = "practice", conflicts_with = "all_practices")]
+        #[arg(long = "practice", conflicts_with = "all_practices", value_name = "PRACTICE_ID")]
         practices: Vec<String>,
         /// Grant every practice, present and future.
         #[arg(long)]

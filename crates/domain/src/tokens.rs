@@ -212,3 +212,32 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        /// Hostile input: any string is parsed without panicking, and only strings of the
+        /// exact token shape are accepted.
+        #[test]
+        fn parse_never_panics_and_accepts_only_the_token_shape(s in ".{0,120}") {
+            if let Some(t) = PresentedToken::parse(&s) {
+                prop_assert!(s.starts_with(PREFIX));
+                prop_assert_eq!(s.len(), PREFIX.len() + 32 + 1 + 43);
+                prop_assert_eq!(t.hash, hash(&s));
+            }
+        }
+
+        /// Every well-formed token parses back to its tenant.
+        #[test]
+        fn well_formed_tokens_parse(tenant in any::<u128>(), raw in any::<[u8; 32]>()) {
+            let tenant = Uuid::from_u128(tenant);
+            let text = format!("{PREFIX}{}_{}", tenant.simple(), URL_SAFE_NO_PAD.encode(raw));
+            let parsed = PresentedToken::parse(&text).expect("well-formed token");
+            prop_assert_eq!(parsed.tenant().as_uuid(), tenant);
+        }
+    }
+}

@@ -146,3 +146,28 @@ mod tests {
         assert!(check_platform_statement("SELECT 1").is_err());
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn leak(s: String) -> &'static str {
+        Box::leak(s.into_boxed_str())
+    }
+
+    proptest! {
+        /// Any statement the tenant guard accepts names `tenant_id = $1` (or inserts it from
+        /// `$1`); arbitrary text never panics the checks.
+        #[test]
+        fn accepted_statements_always_bind_the_tenant(s in "[ -~\n]{0,200}") {
+            let sql = leak(s);
+            if check_tenant_statement(sql).is_ok() {
+                let norm = normalize(sql);
+                prop_assert!(norm.contains("tenant_id = $1") || norm.to_ascii_uppercase().contains("VALUES ($1"));
+            }
+            let _ = check_platform_statement(sql);
+        }
+    }
+}
