@@ -26,6 +26,15 @@ pub enum TenantCommand {
     },
     /// List tenants.
     List,
+    /// Crypto-shred a tenant: destroy every version of its key-encryption key, so that
+    /// all its encrypted data, including copies in backups, can never be decrypted.
+    Shred {
+        /// Tenant id or slug.
+        tenant: String,
+        /// Confirm: this cannot be undone.
+        #[arg(long)]
+        yes: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -64,7 +73,11 @@ pub enum UserCommand {
         #[arg(long = "role", required = true, value_name = "ROLE")]
         roles: Vec<String>,
         /// A practice id the user may work in; repeat for several.
-        #[arg(long = "practice", conflicts_with = "all_practices", value_name = "PRACTICE_ID")]
+        #[arg(
+            long = "practice",
+            conflicts_with = "all_practices",
+            value_name = "PRACTICE_ID"
+        )]
         practices: Vec<String>,
         /// Grant every practice, present and future.
         #[arg(long)]
@@ -121,6 +134,20 @@ pub async fn tenant(config: Config, cmd: TenantCommand) -> Result<()> {
             let t = tenants::create(&mut tx, &slug, &name, Utc::now()).await?;
             tx.commit().await?;
             println!("{}", t.id);
+        }
+        TenantCommand::Shred { tenant, yes } => {
+            if !yes {
+                bail!("crypto-shredding cannot be undone; pass --yes to confirm");
+            }
+            let id = resolve_tenant(&db, &tenant).await?;
+            let keys = crate::keys::start(&config).await?;
+            let scope = TenantScope::operator(id);
+            let mut tx = scope.begin(&db, TxMode::Write).await?;
+            let n = keys.shred_tenant(&mut tx, Utc::now()).await?;
+            tx.commit().await?;
+            println!(
+                "tenant {id}: {n} key-encryption key version(s) destroyed; its encrypted data is unrecoverable"
+            );
         }
         TenantCommand::List => {
             let mut tx = db.begin_platform(TxMode::Read).await?;

@@ -3,9 +3,12 @@
 //! `bench scoping` measures what tenant scoping costs: encounters created and read
 //! through the domain layer in a tenant-bound transaction (tenant bound as `$1`,
 //! practice-scope subqueries, and on PostgreSQL `set_config` plus row-level security as
-//! the serving role), against the same inserts and primary-key reads issued directly,
-//! with no tenant setting, no practice filter and, on PostgreSQL, as a superuser, which
-//! bypasses row-level security. Both run on the same database, one after the other,
+//! the serving role), against the same inserts (data key row, then encounter row, with
+//! the same wrapped key and sealed bytes) and primary-key reads issued directly, with no
+//! tenant setting, no practice filter and, on PostgreSQL, as a superuser, which bypasses
+//! row-level security. The scoped side also does its envelope encryption (a data key
+//! wrapped per encounter, the reason sealed and opened), so the ratio is an upper bound
+//! on what scoping costs. Both run on the same database, one after the other,
 //! alternating over several rounds; the median round is reported.
 
 use std::time::{Duration, Instant};
@@ -14,6 +17,8 @@ use anyhow::{Context, Result, bail};
 use chrono::{NaiveDate, Utc};
 use clap::{Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
+use phivault_crypto::keys::KeyService;
+use phivault_crypto::provider::LocalProvider;
 use phivault_domain::encounters::{self, NewEncounter};
 use phivault_domain::patients::{self, NewPatient};
 use phivault_domain::users::{NewUser, PracticeAccess, Role};
@@ -22,6 +27,7 @@ use phivault_domain::{
 };
 use phivault_store::scratch::ScratchPg;
 use phivault_store::{Db, DbOptions, TenantId, TxMode};
+use std::sync::Arc;
 use uuid::Uuid;
 
 use crate::config::Config;
@@ -133,14 +139,20 @@ enum Baseline {
 }
 
 struct Fixture {
+    keys: KeyService,
     tenant: TenantId,
     user: UserId,
     patient: PatientId,
     practice: Uuid,
+    /// A wrapped data key and a sealed reason, so the unscoped baseline writes the same
+    /// rows and bytes as the scoped path without doing its cryptography.
+    wrapped_key: Vec<u8>,
+    sealed_reason: Vec<u8>,
 }
 
 async fn fixture(db: &Db) -> Result<Fixture> {
     let now = Utc::now();
+    let keys = KeyService::with_provider(Arc::new(LocalProvider::ephemeral()?));
     let mut p = db.begin_platform(TxMode::Write).await?;
     let slug = format!("bench-{}", &Uuid::new_v4().simple().to_string()[..12]);
     let tenant = tenants::create(&mut p, &slug, "Benchmark tenant (synthetic)", now).await?;
@@ -160,6 +172,7 @@ async fn fixture(db: &Db) -> Result<Fixture> {
     .await?;
     let patient = patients::create(
         &mut tx,
+        &keys,
         PracticeScope::All,
         NewPatient {
             practice_id: practice.id,
@@ -171,8 +184,32 @@ async fn fixture(db: &Db) -> Result<Fixture> {
         now,
     )
     .await?;
+    let sample = encounters::create(
+        &mut tx,
+        &keys,
+        PracticeScope::All,
+        user.id,
+        NewEncounter {
+            patient_id: patient.id,
+            reason: Some(Phi::new("synthetic reason".into())),
+            started_at: None,
+        },
+        now,
+    )
+    .await?;
+    let (wrapped_key, sealed_reason): (Option<Vec<u8>>, Option<Vec<u8>>) = tx
+        .query(
+            "SELECT k.wrapped, e.reason FROM encounters e JOIN data_keys k ON k.tenant_id = e.tenant_id AND k.id = e.data_key_id
+             WHERE e.tenant_id = $1 AND e.id = $2",
+        )
+        .bind(sample.id)
+        .fetch_one()
+        .await?;
     tx.commit().await?;
     Ok(Fixture {
+        keys,
+        wrapped_key: wrapped_key.unwrap_or_default(),
+        sealed_reason: sealed_reason.unwrap_or_default(),
         tenant: tenant.id,
         user: user.id,
         patient: patient.id,
@@ -208,7 +245,7 @@ async fn scoped_round(
             reason: Some(Phi::new("synthetic reason".into())),
             started_at: None,
         };
-        let e = encounters::create(&mut tx, scope, f.user, new, Utc::now()).await?;
+        let e = encounters::create(&mut tx, &f.keys, scope, f.user, new, Utc::now()).await?;
         tx.commit().await?;
         ids.push(e.id);
         pb.inc(1);
@@ -217,7 +254,7 @@ async fn scoped_round(
     let start = Instant::now();
     for id in &ids {
         let mut tx = db.begin_tenant(f.tenant, TxMode::Read).await?;
-        let e = encounters::get(&mut tx, scope, *id).await?;
+        let e = encounters::get(&mut tx, &f.keys, scope, *id).await?;
         tx.commit().await?;
         std::hint::black_box(e);
         pb.inc(1);
@@ -227,22 +264,31 @@ async fn scoped_round(
     Ok((create, read))
 }
 
-const RAW_INSERT: &str = "INSERT INTO encounters (tenant_id, id, patient_id, practice_id, provider_id, status, reason, started_at, created_at)
-     VALUES ($1, $2, $3, $4, $5, 'open', $6, $7, $8)";
-const RAW_GET: &str =
-    "SELECT id, patient_id, practice_id, provider_id, status, reason, started_at, created_at
-     FROM encounters WHERE tenant_id = $1 AND id = $2";
+const RAW_KEY: &str =
+    "INSERT INTO data_keys (tenant_id, id, kek_version, kind, wrapped, created_at)
+     VALUES ($1, $2, 1, 'encounter', $3, $4)";
+const RAW_INSERT: &str = "INSERT INTO encounters (tenant_id, id, patient_id, practice_id, provider_id, data_key_id, status, reason, started_at, created_at)
+     VALUES ($1, $2, $3, $4, $5, $2, 'open', $6, $7, $8)";
+const RAW_GET: &str = "SELECT e.id, e.patient_id, e.practice_id, e.provider_id, e.status, e.reason, e.started_at, e.created_at,
+            k.kek_version, k.wrapped
+     FROM encounters e JOIN data_keys k ON k.tenant_id = e.tenant_id AND k.id = e.data_key_id
+     WHERE e.tenant_id = $1 AND e.id = $2";
 
-type RawRow = (
-    Uuid,
-    Uuid,
-    Uuid,
-    Uuid,
-    String,
-    Option<String>,
-    chrono::DateTime<Utc>,
-    chrono::DateTime<Utc>,
-);
+/// The row the baseline reads; decoded to measure decoding, never inspected.
+#[derive(sqlx::FromRow)]
+#[allow(dead_code)]
+struct RawRow {
+    id: Uuid,
+    patient_id: Uuid,
+    practice_id: Uuid,
+    provider_id: Uuid,
+    status: String,
+    reason: Option<Vec<u8>>,
+    started_at: chrono::DateTime<Utc>,
+    created_at: chrono::DateTime<Utc>,
+    kek_version: i64,
+    wrapped: Option<Vec<u8>>,
+}
 
 macro_rules! raw_round {
     ($pool:expr, $f:expr, $ops:expr, $pb:expr) => {{
@@ -252,13 +298,20 @@ macro_rules! raw_round {
             let id = EncounterId::generate().as_uuid();
             let now = Utc::now();
             let mut tx = $pool.begin().await?;
+            sqlx::query(RAW_KEY)
+                .bind($f.tenant.as_uuid())
+                .bind(id)
+                .bind($f.wrapped_key.clone())
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
             sqlx::query(RAW_INSERT)
                 .bind($f.tenant.as_uuid())
                 .bind(id)
                 .bind($f.patient.as_uuid())
                 .bind($f.practice)
                 .bind($f.user.as_uuid())
-                .bind("synthetic reason")
+                .bind($f.sealed_reason.clone())
                 .bind(now)
                 .bind(now)
                 .execute(&mut *tx)

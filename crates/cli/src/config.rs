@@ -33,6 +33,8 @@ pub struct Config {
     pub objects: ObjectsConfig,
     /// Logging.
     pub log: LogConfig,
+    /// Key provider.
+    pub keys: KeysConfig,
 }
 
 impl Default for Config {
@@ -48,6 +50,7 @@ impl Default for Config {
             http: HttpSection::default(),
             objects: ObjectsConfig::default(),
             log: LogConfig::default(),
+            keys: KeysConfig::default(),
         }
     }
 }
@@ -105,6 +108,35 @@ pub enum ObjectBackend {
     Local,
     /// An S3-compatible bucket.
     S3,
+}
+
+/// `[keys]`
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct KeysConfig {
+    /// `local` (default), `aws-kms` or `pkcs11`.
+    pub provider: KeyProviderKind,
+    /// The local keyring file; `<data_dir>/keyring.json` when unset.
+    pub keyring: Option<PathBuf>,
+    /// A file holding the local keyring's passphrase.
+    pub passphrase_file: Option<PathBuf>,
+    /// `[keys.aws_kms]`
+    pub aws_kms: Option<phivault_crypto::aws_kms::AwsKmsConfig>,
+    /// `[keys.pkcs11]`
+    pub pkcs11: Option<phivault_crypto::pkcs11::Pkcs11Config>,
+}
+
+/// Key providers.
+#[derive(Debug, Deserialize, Default, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum KeyProviderKind {
+    /// A keyring file sealed with a passphrase.
+    #[default]
+    Local,
+    /// AWS KMS (or a KMS-compatible service).
+    AwsKms,
+    /// A PKCS#11 hardware security module.
+    Pkcs11,
 }
 
 /// `[log]`
@@ -264,6 +296,38 @@ impl Config {
         if let Some(v) = get("PHIVAULT_LOG") {
             self.log.level = v;
         }
+        if let Some(v) = get("PHIVAULT_KEY_PROVIDER") {
+            self.keys.provider = match v.as_str() {
+                "local" => KeyProviderKind::Local,
+                "aws-kms" => KeyProviderKind::AwsKms,
+                "pkcs11" => KeyProviderKind::Pkcs11,
+                _ => bail!("PHIVAULT_KEY_PROVIDER must be local, aws-kms or pkcs11"),
+            };
+        }
+        if let Some(v) = get("PHIVAULT_KEYRING") {
+            self.keys.keyring = Some(v.into());
+        }
+        if let Some(v) = get("PHIVAULT_KEYRING_PASSPHRASE_FILE") {
+            self.keys.passphrase_file = Some(v.into());
+        }
+        if let Some(key_id) = get("PHIVAULT_KMS_KEY_ID") {
+            self.keys.aws_kms = Some(phivault_crypto::aws_kms::AwsKmsConfig {
+                key_id,
+                region: get("PHIVAULT_KMS_REGION").unwrap_or_else(|| "us-east-1".into()),
+                endpoint: get("PHIVAULT_KMS_ENDPOINT"),
+                access_key_id: None,
+                secret_access_key: None,
+            });
+        }
+        if let Some(module) = get("PHIVAULT_PKCS11_MODULE") {
+            self.keys.pkcs11 = Some(phivault_crypto::pkcs11::Pkcs11Config {
+                module: module.into(),
+                token_label: get("PHIVAULT_PKCS11_TOKEN").unwrap_or_default(),
+                pin: get("PHIVAULT_PKCS11_PIN").unwrap_or_default(),
+                key_label: get("PHIVAULT_PKCS11_KEY_LABEL")
+                    .unwrap_or_else(|| "phivault-root".into()),
+            });
+        }
         Ok(())
     }
 
@@ -289,6 +353,14 @@ impl Config {
                 ),
             },
         }
+    }
+
+    /// The local keyring file.
+    pub fn keyring_path(&self) -> PathBuf {
+        self.keys
+            .keyring
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("keyring.json"))
     }
 
     /// The request timeout.

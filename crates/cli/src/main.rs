@@ -5,6 +5,7 @@ mod admin;
 mod bench;
 mod config;
 mod devcert;
+mod keys;
 mod migrate;
 mod serve;
 mod setup;
@@ -90,6 +91,19 @@ enum Command {
     /// Issue and revoke API tokens.
     #[command(subcommand)]
     Token(admin::TokenCommand),
+    /// Manage the key hierarchy: create the keyring, check status, rotate a tenant's KEK.
+    #[command(subcommand)]
+    Keys(keys::KeysCommand),
+    /// Unseal a running server's local keyring. The passphrase comes from
+    /// PHIVAULT_KEYRING_PASSPHRASE, keys.passphrase_file, or standard input.
+    Unseal {
+        /// The server's URL (it accepts unsealing from the server host only).
+        #[arg(long, default_value = "http://127.0.0.1:8420")]
+        url: String,
+        /// Trust this PEM certificate for HTTPS (e.g. the dev-cert one).
+        #[arg(long, value_name = "FILE")]
+        ca_cert: Option<PathBuf>,
+    },
     /// Write a self-signed certificate and key for HTTPS on localhost.
     DevCert(devcert::DevCertArgs),
     /// Print the OpenAPI document.
@@ -135,6 +149,8 @@ fn main() -> ExitCode {
             Command::Practice(c) => admin::practice(config, c).await,
             Command::User(c) => admin::user(config, c).await,
             Command::Token(c) => admin::token(config, c).await,
+            Command::Keys(c) => keys::run(config, c).await,
+            Command::Unseal { url, ca_cert } => unseal(&config, &url, ca_cert.as_deref()).await,
             Command::DevCert(args) => devcert::run(&config, args),
             Command::Openapi => {
                 println!("{}", phivault_http::openapi::openapi_json());
@@ -149,5 +165,39 @@ fn main() -> ExitCode {
             eprintln!("phivault: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+async fn unseal(
+    config: &Config,
+    url: &str,
+    ca_cert: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let passphrase = keys::unseal_passphrase(config)?;
+    let mut client = reqwest::Client::builder().timeout(std::time::Duration::from_secs(60));
+    if let Some(path) = ca_cert {
+        let pem = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        client = client.add_root_certificate(reqwest::Certificate::from_pem(&pem)?);
+    }
+    let body = serde_json::json!({ "passphrase": String::from_utf8_lossy(&passphrase) });
+    let response = client
+        .build()?
+        .post(format!("{}/api/v1/sys/unseal", url.trim_end_matches('/')))
+        .json(&body)
+        .send()
+        .await
+        .with_context(|| format!("cannot reach {url}"))?;
+    let status = response.status();
+    let answer: serde_json::Value = response.json().await.unwrap_or_default();
+    if status.is_success() {
+        println!("unsealed ({})", answer["provider"].as_str().unwrap_or("?"));
+        Ok(())
+    } else {
+        anyhow::bail!(
+            "{}: {}",
+            answer["code"].as_str().unwrap_or("error"),
+            answer["message"].as_str().unwrap_or("")
+        )
     }
 }

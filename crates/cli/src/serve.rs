@@ -59,7 +59,19 @@ pub async fn run(config: Config) -> Result<()> {
         request_timeout: config.request_timeout(),
         hsts: !matches!(transport, Transport::PlainLoopback),
     };
-    let state = AppState::new(db.clone(), objects.clone(), http);
+    let keys = crate::keys::start(&config).await?;
+    let mut state = AppState::new(db.clone(), objects.clone(), keys, http);
+    if config.keys.provider == crate::config::KeyProviderKind::Local {
+        let path = config.keyring_path();
+        let unsealer: phivault_http::Unsealer = std::sync::Arc::new(move |passphrase: &[u8]| {
+            let provider = phivault_crypto::keyring::unseal(&path, passphrase)?;
+            Ok(std::sync::Arc::new(provider)
+                as std::sync::Arc<
+                    dyn phivault_crypto::provider::KeyProvider,
+                >)
+        });
+        state = state.with_unsealer(unsealer);
+    }
     let app = phivault_http::app(state);
 
     let listener = TcpListener::bind(config.listen)

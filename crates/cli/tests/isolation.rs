@@ -61,10 +61,26 @@ impl World {
         let id = |v: Value| v["id"].as_str().unwrap().to_string();
         let at = a.owner_token.as_str();
         let a_patient1 = id(server
-            .create_patient(&a.id, at, &a_p1, "A-MRN-1", "Synthia", "Alpha", "1980-01-01")
+            .create_patient(
+                &a.id,
+                at,
+                &a_p1,
+                "A-MRN-1",
+                "Synthia",
+                "Alpha",
+                "1980-01-01",
+            )
             .await);
         let a_patient2 = id(server
-            .create_patient(&a.id, at, &a_p2, "A-MRN-2", "Synthor", "Alpha", "1981-02-02")
+            .create_patient(
+                &a.id,
+                at,
+                &a_p2,
+                "A-MRN-2",
+                "Synthor",
+                "Alpha",
+                "1981-02-02",
+            )
             .await);
         let a_encounter1 = id(server
             .create_encounter(&a.id, at, &a_patient1, "A visit one")
@@ -74,7 +90,15 @@ impl World {
             .await);
         let bt = b.owner_token.as_str();
         let b_patient = id(server
-            .create_patient(&b.id, bt, &b_practice, "B-MRN-1", "Synthea", "Beta", "1990-03-03")
+            .create_patient(
+                &b.id,
+                bt,
+                &b_practice,
+                "B-MRN-1",
+                "Synthea",
+                "Beta",
+                "1990-03-03",
+            )
             .await);
         let b_encounter = id(server
             .create_encounter(&b.id, bt, &b_patient, "B visit")
@@ -245,10 +269,7 @@ async fn cross_tenant_token_is_refused_on_every_route(backend: Backend) {
     }
     // A limited user of A is refused on B's paths as well.
     let billing = bearer(&w.a_billing.1);
-    let reply = w
-        .server
-        .get(&tenant_path(&w.b.id, "patients"), None)
-        .await;
+    let reply = w.server.get(&tenant_path(&w.b.id, "patients"), None).await;
     reply.expect_error(401, "unauthenticated");
     let reply = w
         .server
@@ -310,7 +331,10 @@ async fn own_tenant_never_shows_another_tenants_ids(backend: Backend) {
             format!("encounters?patient_id={}", w.a_patient2),
             None::<&String>,
         ),
-        (format!("patients?after={}", uuid::Uuid::nil()), Some(&w.b_patient)),
+        (
+            format!("patients?after={}", uuid::Uuid::nil()),
+            Some(&w.b_patient),
+        ),
         (
             format!("encounters?after={}", uuid::Uuid::nil()),
             Some(&w.b_encounter),
@@ -353,25 +377,33 @@ async fn own_tenant_never_shows_another_tenants_ids(backend: Backend) {
         ),
     ];
     for (what, rest, body) in writes {
-        let reply = s
-            .post_json(&tenant_path(&w.b.id, rest), bt, &body)
-            .await;
+        let reply = s.post_json(&tenant_path(&w.b.id, rest), bt, &body).await;
         if let Err(why) = reply.check_error(404, "not_found") {
             panic!("B creating {what}: {why}");
         }
         assert_no_ids(what, &reply.text(), &a_ids[1..]);
     }
     assert_eq!(w.snapshot_a().await, a_before, "tenant A's data changed");
-    assert_eq!(w.snapshot_b().await, b_before, "a refused write left data in B");
+    assert_eq!(
+        w.snapshot_b().await,
+        b_before,
+        "a refused write left data in B"
+    );
 
     // A sees its own records (the ids above are real).
     let at = Some(w.a.owner_token.as_str());
-    s.get(&tenant_path(&w.a.id, &format!("patients/{}", w.a_patient1)), at)
-        .await
-        .expect(200);
-    s.get(&tenant_path(&w.a.id, &format!("encounters/{}", w.a_encounter2)), at)
-        .await
-        .expect(200);
+    s.get(
+        &tenant_path(&w.a.id, &format!("patients/{}", w.a_patient1)),
+        at,
+    )
+    .await
+    .expect(200);
+    s.get(
+        &tenant_path(&w.a.id, &format!("encounters/{}", w.a_encounter2)),
+        at,
+    )
+    .await
+    .expect(200);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -400,7 +432,9 @@ async fn practice_limited_users_stay_in_their_practice(backend: Backend) {
     assert_eq!(me.json()["user_id"], w.a_billing.0.as_str());
 
     // P1's records are visible, P2's are not.
-    let p1 = s.get(&path(&format!("patients/{}", w.a_patient1)), billing).await;
+    let p1 = s
+        .get(&path(&format!("patients/{}", w.a_patient1)), billing)
+        .await;
     p1.expect(200);
     assert_eq!(p1.json()["id"], w.a_patient1.as_str());
     let e1 = s
@@ -458,8 +492,15 @@ async fn practice_limited_users_stay_in_their_practice(backend: Backend) {
         }
         forbidden += 1;
     }
-    assert_eq!(forbidden, 5, "POST practices/users/patients/encounters and GET users");
-    assert_eq!(w.snapshot_a().await, before, "a forbidden write changed data");
+    assert_eq!(
+        forbidden, 5,
+        "POST practices/users/patients/encounters and GET users"
+    );
+    assert_eq!(
+        w.snapshot_a().await,
+        before,
+        "a forbidden write changed data"
+    );
 
     // A provider limited to P1 may write, but only in P1.
     let provider = Some(w.a_provider.1.as_str());
@@ -503,7 +544,11 @@ async fn practice_limited_users_stay_in_their_practice(backend: Backend) {
             .await
             .expect_error(404, "not_found");
     }
-    assert_eq!(w.snapshot_a().await, after_allowed, "a refused P2 write left data");
+    assert_eq!(
+        w.snapshot_a().await,
+        after_allowed,
+        "a refused P2 write left data"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -550,7 +595,10 @@ async fn bad_credentials_are_unauthenticated_on_every_route(backend: Backend) {
         ("truncated", Some(bearer(&real[..real.len() - 1]))),
         ("extended", Some(bearer(&format!("{real}A")))),
         ("two tokens", Some(format!("Bearer {real} {real}"))),
-        ("wrong prefix", Some(bearer(&real.replacen("pvt_", "pvx_", 1)))),
+        (
+            "wrong prefix",
+            Some(bearer(&real.replacen("pvt_", "pvx_", 1))),
+        ),
         ("forged for A", Some(bearer(&forged))),
         ("forged for unknown tenant", Some(bearer(&forged_other))),
         ("B's secret as A's", Some(bearer(&b_token_a_tenant))),
@@ -572,7 +620,11 @@ async fn bad_credentials_are_unauthenticated_on_every_route(backend: Backend) {
             assert_no_ids(&call.label(), &reply.text(), &w.a_ids()[1..]);
         }
     }
-    assert_eq!(w.snapshot_a().await, before, "an unauthenticated write changed data");
+    assert_eq!(
+        w.snapshot_a().await,
+        before,
+        "an unauthenticated write changed data"
+    );
 
     // Revoking one token leaves the owner's other token working.
     s.get(&tenant_path(&w.a.id, "me"), Some(real))

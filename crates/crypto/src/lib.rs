@@ -17,9 +17,12 @@ mod binding;
 mod error;
 mod secret;
 
+pub mod aws_kms;
 pub mod blind;
 pub mod envelope;
 pub mod keyring;
+pub mod keys;
+pub mod pkcs11;
 pub mod provider;
 pub mod stream;
 

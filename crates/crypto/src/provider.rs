@@ -57,6 +57,16 @@ impl LocalProvider {
         }
     }
 
+    /// A development provider with a fresh random root key held only in memory, for tests
+    /// and benchmarks: what it wraps is unreadable once it is dropped.
+    pub fn ephemeral() -> Result<Self> {
+        Ok(LocalProvider {
+            root: SecretKey::generate()?,
+            root_id: Uuid::now_v7(),
+            development: true,
+        })
+    }
+
     fn binding(tenant: TenantId) -> Binding<'static> {
         Binding {
             tenant,

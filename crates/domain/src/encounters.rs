@@ -1,7 +1,9 @@
 //! Encounters: one visit of a patient with a provider, in the patient's practice.
 
 use chrono::{DateTime, Utc};
-use phivault_store::TenantTx;
+use phivault_crypto::keys::{KeyService, WrappedDataKey};
+use phivault_crypto::{Binding, CryptoError};
+use phivault_store::{TenantId, TenantTx};
 use serde::Serialize;
 use uuid::Uuid;
 
@@ -42,6 +44,17 @@ pub struct NewEncounter {
     pub started_at: Option<DateTime<Utc>>,
 }
 
+const KIND: &str = "encounter";
+
+fn binding(tenant: TenantId, id: Uuid, field: &str) -> Binding<'_> {
+    Binding {
+        tenant,
+        kind: KIND,
+        object: id,
+        field,
+    }
+}
+
 #[derive(sqlx::FromRow)]
 struct Row {
     id: Uuid,
@@ -49,29 +62,60 @@ struct Row {
     practice_id: Uuid,
     provider_id: Uuid,
     status: String,
-    reason: Option<String>,
+    reason: Option<Vec<u8>>,
     started_at: DateTime<Utc>,
     created_at: DateTime<Utc>,
+    dk_id: Uuid,
+    dk_kek_version: i64,
+    dk_kind: String,
+    dk_wrapped: Option<Vec<u8>>,
 }
 
-impl From<Row> for Encounter {
-    fn from(r: Row) -> Self {
-        Encounter {
-            id: EncounterId::from_uuid(r.id),
-            patient_id: PatientId::from_uuid(r.patient_id),
-            practice_id: PracticeId::from_uuid(r.practice_id),
-            provider_id: UserId::from_uuid(r.provider_id),
-            status: r.status,
-            reason: r.reason.map(Phi::new),
-            started_at: r.started_at,
-            created_at: r.created_at,
+/// An encounter query: the row with its wrapped data key, then `$rest`.
+macro_rules! select_encounters {
+    ($rest:literal) => {
+        concat!(
+            "SELECT e.id, e.patient_id, e.practice_id, e.provider_id, e.status, e.reason, e.started_at, e.created_at,
+                    k.id AS dk_id, k.kek_version AS dk_kek_version, k.kind AS dk_kind, k.wrapped AS dk_wrapped
+             FROM encounters e JOIN data_keys k ON k.tenant_id = e.tenant_id AND k.id = e.data_key_id",
+            $rest
+        )
+    };
+}
+
+async fn decrypt(tx: &mut TenantTx, keys: &KeyService, r: Row) -> Result<Encounter> {
+    let reason = match &r.reason {
+        None => None,
+        Some(sealed) => {
+            let wrapped = WrappedDataKey {
+                id: r.dk_id,
+                kek_version: r.dk_kek_version,
+                kind: r.dk_kind.clone(),
+                wrapped: r.dk_wrapped.clone(),
+            };
+            let dk = keys.unwrap_data_key(tx, &wrapped).await?;
+            let plain = dk.open(&binding(tx.tenant(), r.id, "reason"), sealed)?;
+            Some(Phi::new(
+                String::from_utf8(plain).map_err(|_| DomainError::Crypto(CryptoError::Decrypt))?,
+            ))
         }
-    }
+    };
+    Ok(Encounter {
+        id: EncounterId::from_uuid(r.id),
+        patient_id: PatientId::from_uuid(r.patient_id),
+        practice_id: PracticeId::from_uuid(r.practice_id),
+        provider_id: UserId::from_uuid(r.provider_id),
+        status: r.status,
+        reason,
+        started_at: r.started_at,
+        created_at: r.created_at,
+    })
 }
 
 /// Opens an encounter for a patient visible in `scope`, documented by `provider`.
 pub async fn create(
     tx: &mut TenantTx,
+    keys: &KeyService,
     scope: PracticeScope,
     provider: UserId,
     new: NewEncounter,
@@ -83,12 +127,18 @@ pub async fn create(
     };
     let id = EncounterId::generate();
     let started_at = new.started_at.unwrap_or(now);
+    // Rolled back with the transaction if the patient is not visible below.
+    let dk = keys.new_data_key(tx, KIND, now).await?;
+    let sealed_reason = match &reason {
+        Some(r) => Some(dk.seal(&binding(tx.tenant(), id.as_uuid(), "reason"), r.as_bytes())?),
+        None => None,
+    };
     // One statement: the patient's practice is read and its visibility in `scope` checked
     // by the INSERT itself, so a patient outside the caller's practices inserts nothing.
     let inserted: Option<(Uuid, Uuid)> = tx
         .query(
-            "INSERT INTO encounters (tenant_id, id, patient_id, practice_id, provider_id, status, reason, started_at, created_at)
-             SELECT p.tenant_id, $3, p.id, p.practice_id, $5, 'open', $6, $7, $8
+            "INSERT INTO encounters (tenant_id, id, patient_id, practice_id, provider_id, data_key_id, status, reason, started_at, created_at)
+             SELECT p.tenant_id, $3, p.id, p.practice_id, $5, $9, 'open', $6, $7, $8
              FROM patients p
              WHERE p.tenant_id = $1 AND p.id = $4 AND ($2 IS NULL
                  OR EXISTS (SELECT 1 FROM users u WHERE u.tenant_id = $1 AND u.id = $2 AND u.all_practices)
@@ -99,9 +149,10 @@ pub async fn create(
         .bind(id)
         .bind(new.patient_id)
         .bind(provider)
-        .bind(reason.clone())
+        .bind(sealed_reason)
         .bind(started_at)
         .bind(now)
+        .bind(dk.id)
         .fetch_optional()
         .await
         .map_err(on_write("encounter"))?;
@@ -119,27 +170,32 @@ pub async fn create(
 }
 
 /// One encounter, if visible in `scope`.
-pub async fn get(tx: &mut TenantTx, scope: PracticeScope, id: EncounterId) -> Result<Encounter> {
+pub async fn get(
+    tx: &mut TenantTx,
+    keys: &KeyService,
+    scope: PracticeScope,
+    id: EncounterId,
+) -> Result<Encounter> {
     let row: Option<Row> = tx
         .query(
-            "SELECT e.id, e.patient_id, e.practice_id, e.provider_id, e.status, e.reason, e.started_at, e.created_at
-             FROM encounters e
+            select_encounters!("
              WHERE e.tenant_id = $1 AND e.id = $3 AND ($2 IS NULL
                  OR EXISTS (SELECT 1 FROM users u WHERE u.tenant_id = $1 AND u.id = $2 AND u.all_practices)
-                 OR e.practice_id IN (SELECT g.practice_id FROM user_practices g WHERE g.tenant_id = $1 AND g.user_id = $2))",
+                 OR e.practice_id IN (SELECT g.practice_id FROM user_practices g WHERE g.tenant_id = $1 AND g.user_id = $2))"),
         )
         .bind(scope.as_param())
         .bind(id)
         .fetch_optional()
         .await?;
-    row.map(Encounter::from)
-        .ok_or(DomainError::NotFound("encounter"))
+    let row = row.ok_or(DomainError::NotFound("encounter"))?;
+    decrypt(tx, keys, row).await
 }
 
 /// Encounters visible in `scope`, optionally of one patient, oldest first, `limit` at a
 /// time after the cursor `after`.
 pub async fn list(
     tx: &mut TenantTx,
+    keys: &KeyService,
     scope: PracticeScope,
     patient: Option<PatientId>,
     after: Option<EncounterId>,
@@ -147,14 +203,13 @@ pub async fn list(
 ) -> Result<Vec<Encounter>> {
     let rows: Vec<Row> = tx
         .query(
-            "SELECT e.id, e.patient_id, e.practice_id, e.provider_id, e.status, e.reason, e.started_at, e.created_at
-             FROM encounters e
+            select_encounters!("
              WHERE e.tenant_id = $1 AND ($2 IS NULL
                  OR EXISTS (SELECT 1 FROM users u WHERE u.tenant_id = $1 AND u.id = $2 AND u.all_practices)
                  OR e.practice_id IN (SELECT g.practice_id FROM user_practices g WHERE g.tenant_id = $1 AND g.user_id = $2))
                AND ($3 IS NULL OR e.patient_id = $3)
                AND ($4 IS NULL OR e.id > $4)
-             ORDER BY e.id LIMIT $5",
+             ORDER BY e.id LIMIT $5"),
         )
         .bind(scope.as_param())
         .bind(patient.map(|p| p.as_uuid()))
@@ -162,5 +217,9 @@ pub async fn list(
         .bind(i64::from(limit))
         .fetch_all()
         .await?;
-    Ok(rows.into_iter().map(Encounter::from).collect())
+    let mut out = Vec::with_capacity(rows.len());
+    for r in rows {
+        out.push(decrypt(tx, keys, r).await?);
+    }
+    Ok(out)
 }

@@ -22,6 +22,18 @@ pub enum DomainError {
     /// Storage failed.
     #[error(transparent)]
     Store(StoreError),
+    /// Encryption or keys failed (sealed, destroyed key, integrity failure).
+    #[error(transparent)]
+    Crypto(phivault_crypto::CryptoError),
+}
+
+impl From<phivault_crypto::CryptoError> for DomainError {
+    fn from(e: phivault_crypto::CryptoError) -> Self {
+        match e {
+            phivault_crypto::CryptoError::Store(s) => DomainError::Store(s),
+            other => DomainError::Crypto(other),
+        }
+    }
 }
 
 impl From<StoreError> for DomainError {

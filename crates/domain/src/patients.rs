@@ -1,8 +1,12 @@
-//! Patients. Every identifying field is [`Phi`]; lookups are confined to the caller's
-//! practices in SQL.
+//! Patients. Every identifying field is [`Phi`] in memory and an envelope at rest, sealed
+//! under the patient's own data key and bound to tenant, patient and field. The MRN is
+//! looked up through the tenant's keyed blind index. Lookups are confined to the
+//! caller's practices in SQL.
 
 use chrono::{DateTime, NaiveDate, Utc};
-use phivault_store::TenantTx;
+use phivault_crypto::keys::{KeyService, WrappedDataKey};
+use phivault_crypto::{Binding, CryptoError};
+use phivault_store::{TenantId, TenantTx};
 use serde::Serialize;
 use uuid::Uuid;
 
@@ -43,34 +47,80 @@ pub struct NewPatient {
     pub date_of_birth: Phi<NaiveDate>,
 }
 
+const KIND: &str = "patient";
+
+fn binding(tenant: TenantId, id: Uuid, field: &str) -> Binding<'_> {
+    Binding {
+        tenant,
+        kind: KIND,
+        object: id,
+        field,
+    }
+}
+
 #[derive(sqlx::FromRow)]
 struct Row {
     id: Uuid,
     practice_id: Uuid,
-    mrn: String,
-    given_name: String,
-    family_name: String,
-    date_of_birth: NaiveDate,
+    mrn: Vec<u8>,
+    given_name: Vec<u8>,
+    family_name: Vec<u8>,
+    date_of_birth: Vec<u8>,
     created_at: DateTime<Utc>,
+    dk_id: Uuid,
+    dk_kek_version: i64,
+    dk_kind: String,
+    dk_wrapped: Option<Vec<u8>>,
 }
 
-impl From<Row> for Patient {
-    fn from(r: Row) -> Self {
-        Patient {
-            id: PatientId::from_uuid(r.id),
-            practice_id: PracticeId::from_uuid(r.practice_id),
-            mrn: Phi::new(r.mrn),
-            given_name: Phi::new(r.given_name),
-            family_name: Phi::new(r.family_name),
-            date_of_birth: Phi::new(r.date_of_birth),
-            created_at: r.created_at,
-        }
-    }
+/// A patient query: the sealed columns with the row's wrapped data key, then `$rest`.
+macro_rules! select_patients {
+    ($rest:literal) => {
+        concat!(
+            "SELECT p.id, p.practice_id, p.mrn, p.given_name, p.family_name, p.date_of_birth, p.created_at,
+                    k.id AS dk_id, k.kek_version AS dk_kek_version, k.kind AS dk_kind, k.wrapped AS dk_wrapped
+             FROM patients p JOIN data_keys k ON k.tenant_id = p.tenant_id AND k.id = p.data_key_id",
+            $rest
+        )
+    };
+}
+
+fn text(bytes: Vec<u8>) -> Result<String> {
+    String::from_utf8(bytes).map_err(|_| DomainError::Crypto(CryptoError::Decrypt))
+}
+
+async fn decrypt(tx: &mut TenantTx, keys: &KeyService, r: Row) -> Result<Patient> {
+    let wrapped = WrappedDataKey {
+        id: r.dk_id,
+        kek_version: r.dk_kek_version,
+        kind: r.dk_kind,
+        wrapped: r.dk_wrapped,
+    };
+    let dk = keys.unwrap_data_key(tx, &wrapped).await?;
+    let t = tx.tenant();
+    let dob = text(dk.open(&binding(t, r.id, "date_of_birth"), &r.date_of_birth)?)?;
+    Ok(Patient {
+        id: PatientId::from_uuid(r.id),
+        practice_id: PracticeId::from_uuid(r.practice_id),
+        mrn: Phi::new(text(dk.open(&binding(t, r.id, "mrn"), &r.mrn)?)?),
+        given_name: Phi::new(text(
+            dk.open(&binding(t, r.id, "given_name"), &r.given_name)?,
+        )?),
+        family_name: Phi::new(text(
+            dk.open(&binding(t, r.id, "family_name"), &r.family_name)?,
+        )?),
+        date_of_birth: Phi::new(
+            dob.parse()
+                .map_err(|_| DomainError::Crypto(CryptoError::Decrypt))?,
+        ),
+        created_at: r.created_at,
+    })
 }
 
 /// Registers a patient in a practice visible in `scope`.
 pub async fn create(
     tx: &mut TenantTx,
+    keys: &KeyService,
     scope: PracticeScope,
     new: NewPatient,
     now: DateTime<Utc>,
@@ -88,16 +138,22 @@ pub async fn create(
     }
     practices::ensure_visible(tx, scope, new.practice_id).await?;
     let id = PatientId::generate();
+    let t = tx.tenant();
+    let index = keys.blind_index_key(tx, now).await?.index("mrn", &mrn);
+    let dk = keys.new_data_key(tx, KIND, now).await?;
+    let u = id.as_uuid();
     tx.query(
-        "INSERT INTO patients (tenant_id, id, practice_id, mrn, given_name, family_name, date_of_birth, created_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        "INSERT INTO patients (tenant_id, id, practice_id, data_key_id, mrn_index, mrn, given_name, family_name, date_of_birth, created_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
     )
     .bind(id)
     .bind(new.practice_id)
-    .bind(mrn.as_str())
-    .bind(given.as_str())
-    .bind(family.as_str())
-    .bind(dob)
+    .bind(dk.id)
+    .bind(&index[..])
+    .bind(dk.seal(&binding(t, u, "mrn"), mrn.as_bytes())?)
+    .bind(dk.seal(&binding(t, u, "given_name"), given.as_bytes())?)
+    .bind(dk.seal(&binding(t, u, "family_name"), family.as_bytes())?)
+    .bind(dk.seal(&binding(t, u, "date_of_birth"), dob.to_string().as_bytes())?)
     .bind(now)
     .execute()
     .await
@@ -114,44 +170,76 @@ pub async fn create(
 }
 
 /// One patient, if visible in `scope`.
-pub async fn get(tx: &mut TenantTx, scope: PracticeScope, id: PatientId) -> Result<Patient> {
+pub async fn get(
+    tx: &mut TenantTx,
+    keys: &KeyService,
+    scope: PracticeScope,
+    id: PatientId,
+) -> Result<Patient> {
     let row: Option<Row> = tx
-        .query(
-            "SELECT p.id, p.practice_id, p.mrn, p.given_name, p.family_name, p.date_of_birth, p.created_at
-             FROM patients p
+        .query(select_patients!("
              WHERE p.tenant_id = $1 AND p.id = $3 AND ($2 IS NULL
                  OR EXISTS (SELECT 1 FROM users u WHERE u.tenant_id = $1 AND u.id = $2 AND u.all_practices)
-                 OR p.practice_id IN (SELECT g.practice_id FROM user_practices g WHERE g.tenant_id = $1 AND g.user_id = $2))",
-        )
+                 OR p.practice_id IN (SELECT g.practice_id FROM user_practices g WHERE g.tenant_id = $1 AND g.user_id = $2))"))
         .bind(scope.as_param())
         .bind(id)
         .fetch_optional()
         .await?;
-    row.map(Patient::from)
-        .ok_or(DomainError::NotFound("patient"))
+    let row = row.ok_or(DomainError::NotFound("patient"))?;
+    decrypt(tx, keys, row).await
+}
+
+/// Patients visible in `scope` whose MRN is `mrn` (exact match through the blind index).
+pub async fn find_by_mrn(
+    tx: &mut TenantTx,
+    keys: &KeyService,
+    scope: PracticeScope,
+    mrn: &str,
+) -> Result<Vec<Patient>> {
+    let Some(index_key) = keys.existing_blind_index_key(tx).await? else {
+        return Ok(Vec::new());
+    };
+    let index = index_key.index("mrn", mrn);
+    let rows: Vec<Row> = tx
+        .query(select_patients!("
+             WHERE p.tenant_id = $1 AND p.mrn_index = $3 AND ($2 IS NULL
+                 OR EXISTS (SELECT 1 FROM users u WHERE u.tenant_id = $1 AND u.id = $2 AND u.all_practices)
+                 OR p.practice_id IN (SELECT g.practice_id FROM user_practices g WHERE g.tenant_id = $1 AND g.user_id = $2))
+             ORDER BY p.id"))
+        .bind(scope.as_param())
+        .bind(&index[..])
+        .fetch_all()
+        .await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for r in rows {
+        out.push(decrypt(tx, keys, r).await?);
+    }
+    Ok(out)
 }
 
 /// Patients visible in `scope`, oldest first, `limit` at a time after the cursor `after`.
 pub async fn list(
     tx: &mut TenantTx,
+    keys: &KeyService,
     scope: PracticeScope,
     after: Option<PatientId>,
     limit: u32,
 ) -> Result<Vec<Patient>> {
     let rows: Vec<Row> = tx
-        .query(
-            "SELECT p.id, p.practice_id, p.mrn, p.given_name, p.family_name, p.date_of_birth, p.created_at
-             FROM patients p
+        .query(select_patients!("
              WHERE p.tenant_id = $1 AND ($2 IS NULL
                  OR EXISTS (SELECT 1 FROM users u WHERE u.tenant_id = $1 AND u.id = $2 AND u.all_practices)
                  OR p.practice_id IN (SELECT g.practice_id FROM user_practices g WHERE g.tenant_id = $1 AND g.user_id = $2))
                AND ($3 IS NULL OR p.id > $3)
-             ORDER BY p.id LIMIT $4",
-        )
+             ORDER BY p.id LIMIT $4"))
         .bind(scope.as_param())
         .bind(after.map(|a| a.as_uuid()))
         .bind(i64::from(limit))
         .fetch_all()
         .await?;
-    Ok(rows.into_iter().map(Patient::from).collect())
+    let mut out = Vec::with_capacity(rows.len());
+    for r in rows {
+        out.push(decrypt(tx, keys, r).await?);
+    }
+    Ok(out)
 }

@@ -1,6 +1,8 @@
 //! Domain behaviour, identical on SQLite and PostgreSQL (as the non-owner serving role).
 
 use chrono::{Duration, NaiveDate, Utc};
+use phivault_crypto::keys::KeyService;
+use phivault_crypto::provider::LocalProvider;
 use phivault_domain::encounters::{self, NewEncounter};
 use phivault_domain::patients::{self, NewPatient};
 use phivault_domain::tokens::{self, PresentedToken};
@@ -9,6 +11,11 @@ use phivault_domain::{
     DomainError, PatientId, Phi, PracticeId, PracticeScope, TenantId, UserId, practices, tenants,
 };
 use phivault_store::{Db, DbOptions, TxMode};
+use std::sync::Arc;
+
+fn keys() -> KeyService {
+    KeyService::with_provider(Arc::new(LocalProvider::ephemeral().unwrap()))
+}
 
 async fn sqlite() -> (Db, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
@@ -51,7 +58,7 @@ fn new_patient(practice: PracticeId, n: u32) -> NewPatient {
     }
 }
 
-async fn world(db: &Db, slug: &str) -> World {
+async fn world(db: &Db, k: &KeyService, slug: &str) -> World {
     let now = Utc::now();
     let mut p = db.begin_platform(TxMode::Write).await.unwrap();
     let tenant = tenants::create(&mut p, slug, "Synthetic Health (test)", now)
@@ -94,11 +101,11 @@ async fn world(db: &Db, slug: &str) -> World {
     .await
     .unwrap()
     .id;
-    let patient1 = patients::create(&mut tx, PracticeScope::All, new_patient(p1, 1), now)
+    let patient1 = patients::create(&mut tx, k, PracticeScope::All, new_patient(p1, 1), now)
         .await
         .unwrap()
         .id;
-    let patient2 = patients::create(&mut tx, PracticeScope::All, new_patient(p2, 2), now)
+    let patient2 = patients::create(&mut tx, k, PracticeScope::All, new_patient(p2, 2), now)
         .await
         .unwrap()
         .id;
@@ -115,7 +122,8 @@ async fn world(db: &Db, slug: &str) -> World {
 }
 
 async fn practice_scope_limits_reads_and_writes(db: &Db) {
-    let w = world(db, "scope").await;
+    let k = keys();
+    let w = world(db, &k, "scope").await;
     let now = Utc::now();
     let mut tx = db.begin_tenant(w.tenant, TxMode::Write).await.unwrap();
     let biller = PracticeScope::User(w.biller);
@@ -127,7 +135,7 @@ async fn practice_scope_limits_reads_and_writes(db: &Db) {
         .map(|p| p.id)
         .collect();
     assert_eq!(visible, vec![w.p1]);
-    let seen: Vec<_> = patients::list(&mut tx, biller, None, 50)
+    let seen: Vec<_> = patients::list(&mut tx, &k, biller, None, 50)
         .await
         .unwrap()
         .into_iter()
@@ -135,11 +143,11 @@ async fn practice_scope_limits_reads_and_writes(db: &Db) {
         .collect();
     assert_eq!(seen, vec![w.patient1]);
     assert!(matches!(
-        patients::get(&mut tx, biller, w.patient2).await,
+        patients::get(&mut tx, &k, biller, w.patient2).await,
         Err(DomainError::NotFound("patient"))
     ));
     assert!(matches!(
-        patients::create(&mut tx, biller, new_patient(w.p2, 3), now).await,
+        patients::create(&mut tx, &k, biller, new_patient(w.p2, 3), now).await,
         Err(DomainError::NotFound("practice"))
     ));
     let outside = NewEncounter {
@@ -148,7 +156,7 @@ async fn practice_scope_limits_reads_and_writes(db: &Db) {
         started_at: None,
     };
     assert!(matches!(
-        encounters::create(&mut tx, biller, w.biller, outside, now).await,
+        encounters::create(&mut tx, &k, biller, w.biller, outside, now).await,
         Err(DomainError::NotFound("patient"))
     ));
 
@@ -156,6 +164,7 @@ async fn practice_scope_limits_reads_and_writes(db: &Db) {
     let owner = PracticeScope::User(w.owner);
     let e1 = encounters::create(
         &mut tx,
+        &k,
         owner,
         w.owner,
         NewEncounter {
@@ -170,6 +179,7 @@ async fn practice_scope_limits_reads_and_writes(db: &Db) {
     assert_eq!(e1.practice_id, w.p1);
     let e2 = encounters::create(
         &mut tx,
+        &k,
         owner,
         w.owner,
         NewEncounter {
@@ -181,16 +191,16 @@ async fn practice_scope_limits_reads_and_writes(db: &Db) {
     )
     .await
     .unwrap();
-    let listed: Vec<_> = encounters::list(&mut tx, biller, None, None, 50)
+    let listed: Vec<_> = encounters::list(&mut tx, &k, biller, None, None, 50)
         .await
         .unwrap()
         .into_iter()
         .map(|e| e.id)
         .collect();
     assert_eq!(listed, vec![e1.id]);
-    assert!(encounters::get(&mut tx, biller, e2.id).await.is_err());
+    assert!(encounters::get(&mut tx, &k, biller, e2.id).await.is_err());
     assert_eq!(
-        encounters::get(&mut tx, biller, e1.id)
+        encounters::get(&mut tx, &k, biller, e1.id)
             .await
             .unwrap()
             .reason
@@ -198,11 +208,11 @@ async fn practice_scope_limits_reads_and_writes(db: &Db) {
             .expose(),
         "synthetic follow-up"
     );
-    let all = encounters::list(&mut tx, owner, None, None, 50)
+    let all = encounters::list(&mut tx, &k, owner, None, None, 50)
         .await
         .unwrap();
     assert_eq!(all.len(), 2);
-    let of_patient2 = encounters::list(&mut tx, owner, Some(w.patient2), None, 50)
+    let of_patient2 = encounters::list(&mut tx, &k, owner, Some(w.patient2), None, 50)
         .await
         .unwrap();
     assert_eq!(
@@ -213,15 +223,16 @@ async fn practice_scope_limits_reads_and_writes(db: &Db) {
 }
 
 async fn another_tenant_sees_nothing(db: &Db) {
-    let a = world(db, "tenant-a").await;
-    let b = world(db, "tenant-b").await;
+    let k = keys();
+    let a = world(db, &k, "tenant-a").await;
+    let b = world(db, &k, "tenant-b").await;
     let mut tx = db.begin_tenant(b.tenant, TxMode::Write).await.unwrap();
     assert!(
-        patients::get(&mut tx, PracticeScope::All, a.patient1)
+        patients::get(&mut tx, &k, PracticeScope::All, a.patient1)
             .await
             .is_err()
     );
-    let listed = patients::list(&mut tx, PracticeScope::All, None, 50)
+    let listed = patients::list(&mut tx, &k, PracticeScope::All, None, 50)
         .await
         .unwrap();
     assert!(
@@ -237,13 +248,21 @@ async fn another_tenant_sees_nothing(db: &Db) {
         started_at: None,
     };
     assert!(
-        encounters::create(&mut tx, PracticeScope::All, b.owner, foreign, Utc::now())
-            .await
-            .is_err()
+        encounters::create(
+            &mut tx,
+            &k,
+            PracticeScope::All,
+            b.owner,
+            foreign,
+            Utc::now()
+        )
+        .await
+        .is_err()
     );
     assert!(
         patients::create(
             &mut tx,
+            &k,
             PracticeScope::All,
             new_patient(a.p1, 9),
             Utc::now()
@@ -256,7 +275,8 @@ async fn another_tenant_sees_nothing(db: &Db) {
 }
 
 async fn tokens_work_until_revoked_expired_or_deactivated(db: &Db) {
-    let w = world(db, "tokens").await;
+    let k = keys();
+    let w = world(db, &k, "tokens").await;
     let now = Utc::now();
     let mut tx = db.begin_tenant(w.tenant, TxMode::Write).await.unwrap();
     let issued = tokens::issue(
@@ -309,7 +329,7 @@ async fn tokens_work_until_revoked_expired_or_deactivated(db: &Db) {
     tx.commit().await.unwrap();
 
     // A token presented inside another tenant's transaction is refused.
-    let other_world = world(db, "tokens-other").await;
+    let other_world = world(db, &k, "tokens-other").await;
     let fresh = {
         let mut tx = db.begin_tenant(w.tenant, TxMode::Write).await.unwrap();
         let t = tokens::issue(&mut tx, w.biller, "test", None, now)
@@ -331,12 +351,13 @@ async fn tokens_work_until_revoked_expired_or_deactivated(db: &Db) {
 }
 
 async fn invalid_input_is_refused_without_echo(db: &Db) {
-    let w = world(db, "invalid").await;
+    let k = keys();
+    let w = world(db, &k, "invalid").await;
     let now = Utc::now();
     let mut tx = db.begin_tenant(w.tenant, TxMode::Write).await.unwrap();
     let mut future = new_patient(w.p1, 4);
     future.date_of_birth = Phi::new(now.date_naive() + Duration::days(1));
-    let err = patients::create(&mut tx, PracticeScope::All, future, now)
+    let err = patients::create(&mut tx, &k, PracticeScope::All, future, now)
         .await
         .unwrap_err();
     assert!(
@@ -352,7 +373,7 @@ async fn invalid_input_is_refused_without_echo(db: &Db) {
     let mut blank = new_patient(w.p1, 5);
     blank.given_name = Phi::new("   ".into());
     assert!(matches!(
-        patients::create(&mut tx, PracticeScope::All, blank, now).await,
+        patients::create(&mut tx, &k, PracticeScope::All, blank, now).await,
         Err(DomainError::Invalid {
             field: "given_name",
             ..
@@ -360,7 +381,7 @@ async fn invalid_input_is_refused_without_echo(db: &Db) {
     ));
     let mut long = new_patient(w.p1, 6);
     long.mrn = Phi::new("9".repeat(65));
-    let err = patients::create(&mut tx, PracticeScope::All, long, now)
+    let err = patients::create(&mut tx, &k, PracticeScope::All, long, now)
         .await
         .unwrap_err();
     assert!(
@@ -406,18 +427,19 @@ async fn invalid_input_is_refused_without_echo(db: &Db) {
 }
 
 async fn pages_follow_the_cursor(db: &Db) {
-    let w = world(db, "pages").await;
+    let k = keys();
+    let w = world(db, &k, "pages").await;
     let now = Utc::now();
     let mut tx = db.begin_tenant(w.tenant, TxMode::Write).await.unwrap();
     for n in 10..20 {
-        patients::create(&mut tx, PracticeScope::All, new_patient(w.p1, n), now)
+        patients::create(&mut tx, &k, PracticeScope::All, new_patient(w.p1, n), now)
             .await
             .unwrap();
     }
     let mut seen = Vec::new();
     let mut after = None;
     loop {
-        let page = patients::list(&mut tx, PracticeScope::All, after, 5)
+        let page = patients::list(&mut tx, &k, PracticeScope::All, after, 5)
             .await
             .unwrap();
         if page.is_empty() {

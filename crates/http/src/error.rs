@@ -4,6 +4,7 @@ use axum::Json;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use phivault_access::AccessError;
+use phivault_crypto::CryptoError;
 use phivault_domain::DomainError;
 use phivault_store::StoreError;
 use serde::Serialize;
@@ -140,8 +141,37 @@ impl From<DomainError> for ApiError {
                 format!("{field} {reason}"),
             ),
             DomainError::Store(e) => e.into(),
+            DomainError::Crypto(e) => e.into(),
         }
     }
+}
+
+impl From<CryptoError> for ApiError {
+    fn from(e: CryptoError) -> Self {
+        match e {
+            CryptoError::Sealed => sealed(),
+            CryptoError::KeyDestroyed => ApiError::new(
+                StatusCode::GONE,
+                "destroyed",
+                "the record's key was destroyed (crypto-shredded); its content cannot be recovered",
+            ),
+            CryptoError::Store(e) => e.into(),
+            other => {
+                // Integrity failures and provider errors carry no key material or plaintext.
+                tracing::error!(error = %other, "encryption failure");
+                ApiError::internal()
+            }
+        }
+    }
+}
+
+/// 503 while keys are sealed.
+pub(crate) fn sealed() -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "sealed",
+        "the server's keys are sealed; an operator must unseal them before PHI can be served",
+    )
 }
 
 impl From<StoreError> for ApiError {

@@ -8,6 +8,7 @@ use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use bytes::Bytes;
 use phivault_access::{Permission, Principal, TenantScope};
+use phivault_crypto::keys::KeyStatus;
 use phivault_store::TenantId;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -60,6 +61,18 @@ pub(crate) fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiErro
         return Err(ApiError::bad_request(
             "invalid_json",
             "the request body is empty; a JSON object is required",
+        ));
+    }
+    // Every request body is an object; serde would also take a struct's fields as a
+    // positional array, an undocumented second format.
+    let first = bytes
+        .iter()
+        .find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'));
+    if first == Some(&b'[') {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_body",
+            "the request body must be a JSON object",
         ));
     }
     let mut de = serde_json::Deserializer::from_slice(bytes);
@@ -197,14 +210,17 @@ impl FromRequestParts<AppState> for Auth {
 pub trait Requires: Send + Sync + 'static {
     /// The permission.
     const PERMISSION: Permission;
+    /// Whether the route touches PHI (and so is refused while keys are sealed).
+    const PHI: bool;
 }
 
 macro_rules! requirement {
-    ($($name:ident),* $(,)?) => {$(
+    ($($name:ident => $phi:expr),* $(,)?) => {$(
         #[doc = concat!("Requires `Permission::", stringify!($name), "`.")]
         pub struct $name;
         impl Requires for $name {
             const PERMISSION: Permission = Permission::$name;
+            const PHI: bool = $phi;
         }
     )*};
 }
@@ -213,14 +229,14 @@ macro_rules! requirement {
 pub mod need {
     use super::{Permission, Requires};
     requirement!(
-        PracticeRead,
-        PracticeManage,
-        PatientRead,
-        PatientWrite,
-        EncounterRead,
-        EncounterWrite,
-        UserRead,
-        UserManage
+        PracticeRead => false,
+        PracticeManage => false,
+        PatientRead => true,
+        PatientWrite => true,
+        EncounterRead => true,
+        EncounterWrite => true,
+        UserRead => false,
+        UserManage => false,
     );
 }
 
@@ -246,6 +262,9 @@ impl<R: Requires> FromRequestParts<AppState> for Scoped<R> {
         let Auth(principal) = Auth::from_request_parts(parts, state).await?;
         let ApiPath(path) = ApiPath::<TenantPath>::from_request_parts(parts, state).await?;
         let scope = phivault_access::authorize(&principal, path.tenant_id, R::PERMISSION)?;
+        if R::PHI && state.keys.status() == KeyStatus::Sealed {
+            return Err(crate::error::sealed());
+        }
         Ok(Scoped {
             scope,
             principal,

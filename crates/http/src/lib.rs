@@ -21,7 +21,7 @@ mod state;
 
 pub use error::ApiError;
 pub use server::{ServeOptions, TlsFiles, TlsSetupError, load_tls_config, serve};
-pub use state::{AppState, HttpConfig};
+pub use state::{AppState, HttpConfig, Unsealer};
 
 use axum::Router;
 

@@ -10,7 +10,7 @@ use crate::routes;
 #[openapi(
     info(title = "phivault", description = "Clinical conversation capture with HIPAA Security Rule safeguards enforced in code."),
     paths(
-        routes::healthz, routes::readyz, routes::me,
+        routes::healthz, routes::readyz, routes::me, routes::keys_status, routes::unseal,
         routes::list_practices, routes::create_practice,
         routes::list_users, routes::create_user,
         routes::list_patients, routes::create_patient, routes::get_patient,

@@ -2,7 +2,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use phivault_crypto::keys::KeyService;
+use phivault_crypto::provider::KeyProvider;
 use phivault_store::{Db, ObjectStorage};
+
+/// Turns a passphrase into an unsealed key provider.
+pub type Unsealer =
+    Arc<dyn Fn(&[u8]) -> Result<Arc<dyn KeyProvider>, phivault_crypto::CryptoError> + Send + Sync>;
 
 /// Settings of the HTTP edge.
 #[derive(Clone, Debug)]
@@ -32,6 +38,11 @@ pub struct AppState {
     pub db: Db,
     /// Object storage.
     pub objects: ObjectStorage,
+    /// The key hierarchy; PHI routes answer 503 `sealed` while it is sealed.
+    pub keys: Arc<KeyService>,
+    /// Turns the local keyring's passphrase into a provider (`None` for providers that
+    /// are not unsealed by passphrase).
+    pub unsealer: Option<Unsealer>,
     /// Edge settings.
     pub http: HttpConfig,
     clock: Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>,
@@ -39,13 +50,21 @@ pub struct AppState {
 
 impl AppState {
     /// State with the system clock.
-    pub fn new(db: Db, objects: ObjectStorage, http: HttpConfig) -> Self {
+    pub fn new(db: Db, objects: ObjectStorage, keys: Arc<KeyService>, http: HttpConfig) -> Self {
         AppState {
             db,
             objects,
+            keys,
+            unsealer: None,
             http,
             clock: Arc::new(Utc::now),
         }
+    }
+
+    /// Sets how `POST /api/v1/sys/unseal` turns a passphrase into a provider.
+    pub fn with_unsealer(mut self, unsealer: Unsealer) -> Self {
+        self.unsealer = Some(unsealer);
+        self
     }
 
     /// Replaces the clock (tests move time with it).

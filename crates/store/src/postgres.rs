@@ -18,6 +18,8 @@ pub const APP_GRANTS: &[(&str, &str)] = &[
     ("user_roles", "SELECT, INSERT, UPDATE, DELETE"),
     ("user_practices", "SELECT, INSERT, UPDATE, DELETE"),
     ("api_tokens", "SELECT, INSERT, UPDATE, DELETE"),
+    ("tenant_keks", "SELECT, INSERT, UPDATE"),
+    ("data_keys", "SELECT, INSERT, UPDATE"),
     ("patients", "SELECT, INSERT, UPDATE, DELETE"),
     ("encounters", "SELECT, INSERT, UPDATE, DELETE"),
 ];

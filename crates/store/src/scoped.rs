@@ -26,6 +26,8 @@ pub enum Arg {
     Bool(bool),
     /// Raw bytes.
     Bytes(Vec<u8>),
+    /// Optional raw bytes.
+    OptBytes(Option<Vec<u8>>),
     /// A UTC timestamp.
     Time(DateTime<Utc>),
     /// An optional UTC timestamp.
@@ -53,6 +55,7 @@ arg_from!(
     i64 => Int,
     bool => Bool,
     Vec<u8> => Bytes,
+    Option<Vec<u8>> => OptBytes,
     &[u8] => Bytes,
     DateTime<Utc> => Time,
     Option<DateTime<Utc>> => OptTime,
@@ -285,6 +288,7 @@ fn sqlite_args(args: Vec<Arg>) -> Result<SqliteArguments> {
             Arg::Int(v) => out.add(v),
             Arg::Bool(v) => out.add(v),
             Arg::Bytes(v) => out.add(v),
+            Arg::OptBytes(v) => out.add(v),
             Arg::Time(v) => out.add(v),
             Arg::OptTime(v) => out.add(v),
             Arg::Date(v) => out.add(v),
@@ -305,6 +309,7 @@ fn pg_args(args: Vec<Arg>) -> Result<PgArguments> {
             Arg::Int(v) => out.add(v),
             Arg::Bool(v) => out.add(v),
             Arg::Bytes(v) => out.add(v),
+            Arg::OptBytes(v) => out.add(v),
             Arg::Time(v) => out.add(v),
             Arg::OptTime(v) => out.add(v),
             Arg::Date(v) => out.add(v),

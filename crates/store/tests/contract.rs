@@ -92,17 +92,20 @@ async fn composite_keys_refuse_cross_tenant_references(db: &Db) {
         .await
         .unwrap();
     tx.commit().await.unwrap();
-    // Tenant B names A's practice: the composite foreign key (tenant_id, practice_id) fails.
     let mut tx = db.begin_tenant(b, TxMode::Write).await.unwrap();
-    let err = tx
-        .query(
-            "INSERT INTO patients (tenant_id, id, practice_id, mrn, given_name, family_name, date_of_birth, created_at)
-             VALUES ($1, $2, $3, 'SYN', 'Synthetic', 'Patient', $4, $5)",
-        )
-        .bind(Uuid::now_v7())
-        .bind(practice_a)
-        .bind(chrono::NaiveDate::from_ymd_opt(1970, 1, 1).unwrap())
+    // Tenant B's user grant naming A's practice: the composite foreign key fails.
+    let user_b = Uuid::now_v7();
+    tx.query("INSERT INTO users (tenant_id, id, email, display_name, all_practices, created_at) VALUES ($1, $2, 'b@example.test', 'Synthetic B', $3, $4)")
+        .bind(user_b)
+        .bind(false)
         .bind(Utc::now())
+        .execute()
+        .await
+        .unwrap();
+    let err = tx
+        .query("INSERT INTO user_practices (tenant_id, user_id, practice_id) VALUES ($1, $2, $3)")
+        .bind(user_b)
+        .bind(practice_a)
         .execute()
         .await
         .expect_err("cross-tenant reference");

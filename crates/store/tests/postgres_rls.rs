@@ -29,13 +29,33 @@ async fn seed_tenant(db: &Db, slug: &str) -> (TenantId, Uuid, Uuid) {
         .execute()
         .await
         .unwrap();
+    // Key rows and a patient row with opaque bytes: the store does not know cryptography.
     tx.query(
-        "INSERT INTO patients (tenant_id, id, practice_id, mrn, given_name, family_name, date_of_birth, created_at)
-         VALUES ($1, $2, $3, 'SYN-1', 'Synthetic', 'Patient', $4, $5)",
+        "INSERT INTO tenant_keks (tenant_id, version, provider, wrapped, state, created_at)
+         VALUES ($1, 1, 'test', $2, 'active', $3)",
+    )
+    .bind(vec![1u8; 60])
+    .bind(now)
+    .execute()
+    .await
+    .unwrap();
+    let data_key = Uuid::now_v7();
+    tx.query("INSERT INTO data_keys (tenant_id, id, kek_version, kind, wrapped, created_at) VALUES ($1, $2, 1, 'patient', $3, $4)")
+        .bind(data_key)
+        .bind(vec![2u8; 86])
+        .bind(now)
+        .execute()
+        .await
+        .unwrap();
+    tx.query(
+        "INSERT INTO patients (tenant_id, id, practice_id, data_key_id, mrn_index, mrn, given_name, family_name, date_of_birth, created_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $6, $6, $6, $7)",
     )
     .bind(patient)
     .bind(practice)
-    .bind(chrono::NaiveDate::from_ymd_opt(1970, 1, 1).unwrap())
+    .bind(data_key)
+    .bind(vec![3u8; 32])
+    .bind(b"sealed".to_vec())
     .bind(now)
     .execute()
     .await
@@ -191,7 +211,7 @@ async fn pg_isolation_holds_for_raw_sql_as_the_serving_role() {
     assert_eq!(n, 0, "B's patient is readable while tenant A is set");
 
     // ... cannot update or delete it (the rows are invisible, so nothing is touched) ...
-    let updated = sqlx::query("UPDATE patients SET family_name = 'Changed' WHERE id = $1")
+    let updated = sqlx::query("UPDATE patients SET family_name = '\\x00' WHERE id = $1")
         .bind(b_patient)
         .execute(&mut *tx)
         .await
@@ -271,12 +291,12 @@ async fn pg_isolation_holds_for_raw_sql_as_the_serving_role() {
     // A's own patient is still there, untouched, for A.
     let mut tx = conn.begin().await.unwrap();
     set_tenant(&mut tx, Some(a)).await;
-    let family: String = sqlx::query_scalar("SELECT family_name FROM patients WHERE id = $1")
+    let family: Vec<u8> = sqlx::query_scalar("SELECT family_name FROM patients WHERE id = $1")
         .bind(a_patient)
         .fetch_one(&mut *tx)
         .await
         .unwrap();
-    assert_eq!(family, "Patient");
+    assert_eq!(family, b"sealed");
     tx.rollback().await.unwrap();
     conn.close().await.unwrap();
     let admin = phivault_testkit::pg_admin_url();

@@ -81,14 +81,11 @@ pub(crate) async fn list_encounters(
     s: Scoped<need::EncounterRead>,
     ApiQuery(q): ApiQuery<EncounterQuery>,
 ) -> Result<Json<Vec<EncounterView>>, ApiError> {
-    let limit = super::Page {
-        limit: q.limit,
-        after: q.after,
-    }
-    .limit()?;
+    let limit = super::page_limit(q.limit)?;
     let mut tx = s.scope.begin(&st.db, TxMode::Read).await?;
     let list = encounters::list(
         &mut tx,
+        &st.keys,
         s.scope.practices(),
         q.patient_id.map(PatientId::from_uuid),
         q.after.map(EncounterId::from_uuid),
@@ -119,8 +116,15 @@ pub(crate) async fn create_encounter(
         started_at: body.started_at,
     };
     let mut tx = s.scope.begin(&st.db, TxMode::Write).await?;
-    let encounter =
-        encounters::create(&mut tx, s.scope.practices(), provider, new, st.now()).await?;
+    let encounter = encounters::create(
+        &mut tx,
+        &st.keys,
+        s.scope.practices(),
+        provider,
+        new,
+        st.now(),
+    )
+    .await?;
     tx.commit().await?;
     Ok((StatusCode::CREATED, Json(encounter.into())))
 }
@@ -138,6 +142,7 @@ pub(crate) async fn get_encounter(
     let mut tx = s.scope.begin(&st.db, TxMode::Read).await?;
     let encounter = encounters::get(
         &mut tx,
+        &st.keys,
         s.scope.practices(),
         EncounterId::from_uuid(path.encounter_id),
     )

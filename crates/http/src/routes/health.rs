@@ -22,6 +22,8 @@ pub(crate) struct Readiness {
     database: &'static str,
     /// `ok` or `unavailable`.
     object_storage: &'static str,
+    /// `unsealed` or `sealed` (a sealed server cannot serve PHI).
+    keys: &'static str,
 }
 
 /// Liveness: the process is up and serving.
@@ -30,13 +32,14 @@ pub(crate) async fn healthz() -> Json<Health> {
     Json(Health { status: "ok" })
 }
 
-/// Readiness: the database and object storage answer.
+/// Readiness: the database and object storage answer and the keys are unsealed.
 #[utoipa::path(get, path = "/readyz", tag = "health",
     responses((status = 200, body = Readiness), (status = 503, body = Readiness)))]
 pub(crate) async fn readyz(State(st): State<AppState>) -> (StatusCode, Json<Readiness>) {
     let db_ok = st.db.ping().await.is_ok();
     let obj_ok = st.objects.check().await.is_ok();
-    let ready = db_ok && obj_ok;
+    let keys = super::keys_view(&st).status;
+    let ready = db_ok && obj_ok && keys == "unsealed";
     let word = |ok: bool| if ok { "ok" } else { "unavailable" };
     let status = if ready {
         StatusCode::OK
@@ -49,6 +52,7 @@ pub(crate) async fn readyz(State(st): State<AppState>) -> (StatusCode, Json<Read
             status: if ready { "ready" } else { "not_ready" },
             database: word(db_ok),
             object_storage: word(obj_ok),
+            keys,
         }),
     )
 }

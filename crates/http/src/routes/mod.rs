@@ -5,12 +5,11 @@ mod health;
 mod me;
 mod patients;
 mod practices;
+mod sys;
 mod users;
 
 use axum::Router;
 use axum::routing::get;
-use serde::Deserialize;
-use utoipa::IntoParams;
 
 use crate::{ApiError, AppState};
 
@@ -19,6 +18,7 @@ pub(crate) use health::*;
 pub(crate) use me::*;
 pub(crate) use patients::*;
 pub(crate) use practices::*;
+pub(crate) use sys::*;
 pub(crate) use users::*;
 
 pub(crate) fn router() -> Router<AppState> {
@@ -26,6 +26,8 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/api/openapi.json", get(crate::openapi::document))
+        .route("/api/v1/sys/keys", get(keys_status))
+        .route("/api/v1/sys/unseal", axum::routing::post(unseal))
         .route("/api/v1/tenants/{tenant_id}/me", get(me))
         .route(
             "/api/v1/tenants/{tenant_id}/practices",
@@ -54,25 +56,14 @@ pub(crate) fn router() -> Router<AppState> {
         .fallback(|| async { ApiError::not_found("route") })
 }
 
-/// Cursor pagination: `limit` items after the id `after`.
-#[derive(Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct Page {
-    /// Items per page, 1 to 200 (default 50).
-    pub limit: Option<u32>,
-    /// Return items after this id.
-    pub after: Option<uuid::Uuid>,
-}
-
-impl Page {
-    pub(crate) fn limit(&self) -> Result<u32, ApiError> {
-        match self.limit {
-            None => Ok(50),
-            Some(n @ 1..=200) => Ok(n),
-            Some(_) => Err(ApiError::bad_request(
-                "invalid_query",
-                "limit must be between 1 and 200",
-            )),
-        }
+/// Checks a page size: 1 to 200, 50 when omitted.
+pub(crate) fn page_limit(limit: Option<u32>) -> Result<u32, ApiError> {
+    match limit {
+        None => Ok(50),
+        Some(n @ 1..=200) => Ok(n),
+        Some(_) => Err(ApiError::bad_request(
+            "invalid_query",
+            "limit must be between 1 and 200",
+        )),
     }
 }

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::Page;
+use super::page_limit;
 use crate::extract::{ApiJson, ApiPath, ApiQuery, Scoped, need};
 use crate::{ApiError, AppState};
 
@@ -56,6 +56,18 @@ pub(crate) struct CreatePatient {
     date_of_birth: Phi<NaiveDate>,
 }
 
+/// Filters and paging for the patient list.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PatientQuery {
+    /// Exact MRN (matched through the tenant's blind index; the MRN is never stored in clear).
+    mrn: Option<String>,
+    /// Items per page, 1 to 200 (default 50).
+    limit: Option<u32>,
+    /// Return items after this id.
+    after: Option<Uuid>,
+}
+
 #[derive(Deserialize)]
 pub(crate) struct PatientPath {
     patient_id: Uuid,
@@ -63,23 +75,23 @@ pub(crate) struct PatientPath {
 
 /// Patients in the caller's practices.
 #[utoipa::path(get, path = "/api/v1/tenants/{tenant_id}/patients", tag = "patients",
-    params(("tenant_id" = Uuid, Path), Page),
+    params(("tenant_id" = Uuid, Path), PatientQuery),
     responses((status = 200, body = Vec<PatientView>), (status = 403, body = crate::error::ErrorBody)),
     security(("bearer" = [])))]
 pub(crate) async fn list_patients(
     State(st): State<AppState>,
     s: Scoped<need::PatientRead>,
-    ApiQuery(page): ApiQuery<Page>,
+    ApiQuery(page): ApiQuery<PatientQuery>,
 ) -> Result<Json<Vec<PatientView>>, ApiError> {
-    let limit = page.limit()?;
+    let limit = page_limit(page.limit)?;
     let mut tx = s.scope.begin(&st.db, TxMode::Read).await?;
-    let list = patients::list(
-        &mut tx,
-        s.scope.practices(),
-        page.after.map(PatientId::from_uuid),
-        limit,
-    )
-    .await?;
+    let list = match &page.mrn {
+        Some(mrn) => patients::find_by_mrn(&mut tx, &st.keys, s.scope.practices(), mrn).await?,
+        None => {
+            let after = page.after.map(PatientId::from_uuid);
+            patients::list(&mut tx, &st.keys, s.scope.practices(), after, limit).await?
+        }
+    };
     tx.commit().await?;
     Ok(Json(list.into_iter().map(PatientView::from).collect()))
 }
@@ -103,7 +115,7 @@ pub(crate) async fn create_patient(
         date_of_birth: body.date_of_birth,
     };
     let mut tx = s.scope.begin(&st.db, TxMode::Write).await?;
-    let patient = patients::create(&mut tx, s.scope.practices(), new, st.now()).await?;
+    let patient = patients::create(&mut tx, &st.keys, s.scope.practices(), new, st.now()).await?;
     tx.commit().await?;
     Ok((StatusCode::CREATED, Json(patient.into())))
 }
@@ -121,6 +133,7 @@ pub(crate) async fn get_patient(
     let mut tx = s.scope.begin(&st.db, TxMode::Read).await?;
     let patient = patients::get(
         &mut tx,
+        &st.keys,
         s.scope.practices(),
         PatientId::from_uuid(path.patient_id),
     )

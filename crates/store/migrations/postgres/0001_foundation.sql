@@ -68,21 +68,56 @@ CREATE TABLE api_tokens (
     FOREIGN KEY (tenant_id, user_id) REFERENCES users (tenant_id, id) ON DELETE CASCADE
 );
 
--- PHI. Identifier and name columns become ciphertext with blind indexes when the key
--- hierarchy lands; until then they are protected by tenant isolation only.
+-- Key hierarchy. A tenant's key-encryption keys (KEKs), versioned, wrapped by the key
+-- provider's root key; a NULL `wrapped` means the version was destroyed. Data keys, one
+-- per object or record, wrapped by a KEK version; destroying one (wrapped = NULL)
+-- crypto-shreds what it sealed, in backups too.
+CREATE TABLE tenant_keks (
+    tenant_id     uuid NOT NULL REFERENCES tenants (id),
+    version       bigint NOT NULL CHECK (version >= 1),
+    provider      text NOT NULL,
+    wrapped       bytea,
+    state         text NOT NULL CHECK (state IN ('active', 'retiring', 'destroyed')),
+    created_at    timestamptz NOT NULL,
+    destroyed_at  timestamptz,
+    PRIMARY KEY (tenant_id, version),
+    CHECK ((state = 'destroyed') = (wrapped IS NULL))
+);
+CREATE UNIQUE INDEX tenant_keks_one_active ON tenant_keks (tenant_id) WHERE state = 'active';
+
+CREATE TABLE data_keys (
+    tenant_id     uuid NOT NULL,
+    id            uuid NOT NULL,
+    kek_version   bigint NOT NULL,
+    kind          text NOT NULL CHECK (length(kind) BETWEEN 1 AND 40),
+    wrapped       bytea,
+    created_at    timestamptz NOT NULL,
+    destroyed_at  timestamptz,
+    PRIMARY KEY (tenant_id, id),
+    FOREIGN KEY (tenant_id, kek_version) REFERENCES tenant_keks (tenant_id, version)
+);
+CREATE INDEX data_keys_kek ON data_keys (tenant_id, kek_version);
+
+-- PHI. Every PHI column holds an envelope (docs/formats.md) sealed under the record's
+-- data key and bound to tenant, record and field; the MRN is found by its keyed blind
+-- index, never by plaintext.
 CREATE TABLE patients (
     tenant_id      uuid NOT NULL,
     id             uuid NOT NULL,
     practice_id    uuid NOT NULL,
-    mrn            text NOT NULL,
-    given_name     text NOT NULL,
-    family_name    text NOT NULL,
-    date_of_birth  date NOT NULL,
+    data_key_id    uuid NOT NULL,
+    mrn_index      bytea NOT NULL CHECK (length(mrn_index) = 32),
+    mrn            bytea NOT NULL,
+    given_name     bytea NOT NULL,
+    family_name    bytea NOT NULL,
+    date_of_birth  bytea NOT NULL,
     created_at     timestamptz NOT NULL,
     PRIMARY KEY (tenant_id, id),
-    FOREIGN KEY (tenant_id, practice_id) REFERENCES practices (tenant_id, id)
+    FOREIGN KEY (tenant_id, practice_id) REFERENCES practices (tenant_id, id),
+    FOREIGN KEY (tenant_id, data_key_id) REFERENCES data_keys (tenant_id, id)
 );
 CREATE INDEX patients_practice ON patients (tenant_id, practice_id);
+CREATE INDEX patients_mrn ON patients (tenant_id, mrn_index);
 
 CREATE TABLE encounters (
     tenant_id    uuid NOT NULL,
@@ -90,14 +125,16 @@ CREATE TABLE encounters (
     patient_id   uuid NOT NULL,
     practice_id  uuid NOT NULL,
     provider_id  uuid NOT NULL,
+    data_key_id  uuid NOT NULL,
     status       text NOT NULL CHECK (status IN ('open', 'closed')),
-    reason       text,
+    reason       bytea,
     started_at   timestamptz NOT NULL,
     created_at   timestamptz NOT NULL,
     PRIMARY KEY (tenant_id, id),
     FOREIGN KEY (tenant_id, patient_id) REFERENCES patients (tenant_id, id),
     FOREIGN KEY (tenant_id, practice_id) REFERENCES practices (tenant_id, id),
-    FOREIGN KEY (tenant_id, provider_id) REFERENCES users (tenant_id, id)
+    FOREIGN KEY (tenant_id, provider_id) REFERENCES users (tenant_id, id),
+    FOREIGN KEY (tenant_id, data_key_id) REFERENCES data_keys (tenant_id, id)
 );
 CREATE INDEX encounters_patient ON encounters (tenant_id, patient_id);
 CREATE INDEX encounters_practice ON encounters (tenant_id, practice_id, created_at);
@@ -106,7 +143,7 @@ DO $$
 DECLARE t text;
 BEGIN
     FOREACH t IN ARRAY ARRAY['practices', 'users', 'user_roles', 'user_practices',
-                             'api_tokens', 'patients', 'encounters'] LOOP
+                             'api_tokens', 'tenant_keks', 'data_keys', 'patients', 'encounters'] LOOP
         EXECUTE format('ALTER TABLE %I ENABLE ROW LEVEL SECURITY', t);
         EXECUTE format('ALTER TABLE %I FORCE ROW LEVEL SECURITY', t);
         EXECUTE format('CREATE POLICY tenant_isolation ON %I

@@ -63,19 +63,52 @@ CREATE TABLE api_tokens (
     FOREIGN KEY (tenant_id, user_id) REFERENCES users (tenant_id, id) ON DELETE CASCADE
 ) STRICT;
 
+-- Key hierarchy: see the PostgreSQL migration for the meaning of each column.
+CREATE TABLE tenant_keks (
+    tenant_id     BLOB NOT NULL REFERENCES tenants (id),
+    version       INTEGER NOT NULL CHECK (version >= 1),
+    provider      TEXT NOT NULL,
+    wrapped       BLOB,
+    state         TEXT NOT NULL CHECK (state IN ('active', 'retiring', 'destroyed')),
+    created_at    TEXT NOT NULL,
+    destroyed_at  TEXT,
+    PRIMARY KEY (tenant_id, version),
+    CHECK ((state = 'destroyed') = (wrapped IS NULL))
+) STRICT;
+CREATE UNIQUE INDEX tenant_keks_one_active ON tenant_keks (tenant_id) WHERE state = 'active';
+
+CREATE TABLE data_keys (
+    tenant_id     BLOB NOT NULL,
+    id            BLOB NOT NULL,
+    kek_version   INTEGER NOT NULL,
+    kind          TEXT NOT NULL CHECK (length(kind) BETWEEN 1 AND 40),
+    wrapped       BLOB,
+    created_at    TEXT NOT NULL,
+    destroyed_at  TEXT,
+    PRIMARY KEY (tenant_id, id),
+    FOREIGN KEY (tenant_id, kek_version) REFERENCES tenant_keks (tenant_id, version)
+) STRICT;
+CREATE INDEX data_keys_kek ON data_keys (tenant_id, kek_version);
+
+-- PHI columns hold envelopes sealed under the record's data key; the MRN is found by its
+-- keyed blind index.
 CREATE TABLE patients (
     tenant_id      BLOB NOT NULL,
     id             BLOB NOT NULL,
     practice_id    BLOB NOT NULL,
-    mrn            TEXT NOT NULL,
-    given_name     TEXT NOT NULL,
-    family_name    TEXT NOT NULL,
-    date_of_birth  TEXT NOT NULL,
+    data_key_id    BLOB NOT NULL,
+    mrn_index      BLOB NOT NULL CHECK (length(mrn_index) = 32),
+    mrn            BLOB NOT NULL,
+    given_name     BLOB NOT NULL,
+    family_name    BLOB NOT NULL,
+    date_of_birth  BLOB NOT NULL,
     created_at     TEXT NOT NULL,
     PRIMARY KEY (tenant_id, id),
-    FOREIGN KEY (tenant_id, practice_id) REFERENCES practices (tenant_id, id)
+    FOREIGN KEY (tenant_id, practice_id) REFERENCES practices (tenant_id, id),
+    FOREIGN KEY (tenant_id, data_key_id) REFERENCES data_keys (tenant_id, id)
 ) STRICT;
 CREATE INDEX patients_practice ON patients (tenant_id, practice_id);
+CREATE INDEX patients_mrn ON patients (tenant_id, mrn_index);
 
 CREATE TABLE encounters (
     tenant_id    BLOB NOT NULL,
@@ -83,14 +116,16 @@ CREATE TABLE encounters (
     patient_id   BLOB NOT NULL,
     practice_id  BLOB NOT NULL,
     provider_id  BLOB NOT NULL,
+    data_key_id  BLOB NOT NULL,
     status       TEXT NOT NULL CHECK (status IN ('open', 'closed')),
-    reason       TEXT,
+    reason       BLOB,
     started_at   TEXT NOT NULL,
     created_at   TEXT NOT NULL,
     PRIMARY KEY (tenant_id, id),
     FOREIGN KEY (tenant_id, patient_id) REFERENCES patients (tenant_id, id),
     FOREIGN KEY (tenant_id, practice_id) REFERENCES practices (tenant_id, id),
-    FOREIGN KEY (tenant_id, provider_id) REFERENCES users (tenant_id, id)
+    FOREIGN KEY (tenant_id, provider_id) REFERENCES users (tenant_id, id),
+    FOREIGN KEY (tenant_id, data_key_id) REFERENCES data_keys (tenant_id, id)
 ) STRICT;
 CREATE INDEX encounters_patient ON encounters (tenant_id, patient_id);
 CREATE INDEX encounters_practice ON encounters (tenant_id, practice_id, created_at);

@@ -1,0 +1,102 @@
+use std::net::SocketAddr;
+
+use axum::Json;
+use axum::extract::{ConnectInfo, State};
+use axum::http::StatusCode;
+use phivault_crypto::keys::KeyStatus;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use zeroize::Zeroizing;
+
+use crate::extract::ApiJson;
+use crate::{ApiError, AppState};
+
+/// Whether the server's keys are usable.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct KeysView {
+    /// `sealed` or `unsealed`.
+    pub(crate) status: &'static str,
+    /// The key provider, when unsealed.
+    provider: Option<&'static str>,
+    /// Whether the provider is a development one (unfit for PHI).
+    development: bool,
+}
+
+pub(crate) fn keys_view(st: &AppState) -> KeysView {
+    match st.keys.status() {
+        KeyStatus::Sealed => KeysView {
+            status: "sealed",
+            provider: None,
+            development: false,
+        },
+        KeyStatus::Unsealed {
+            provider,
+            development,
+        } => KeysView {
+            status: "unsealed",
+            provider: Some(provider),
+            development,
+        },
+    }
+}
+
+/// The passphrase of the local keyring.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct UnsealRequest {
+    passphrase: String,
+}
+
+/// Key status: sealed or unsealed, and by which provider.
+#[utoipa::path(get, path = "/api/v1/sys/keys", tag = "system", responses((status = 200, body = KeysView)))]
+pub(crate) async fn keys_status(State(st): State<AppState>) -> Json<KeysView> {
+    Json(keys_view(&st))
+}
+
+/// Unseals the local keyring with its passphrase. Accepted only from a loopback address
+/// (the operator on the server host, as `phivault unseal` does).
+#[utoipa::path(post, path = "/api/v1/sys/unseal", tag = "system", request_body = UnsealRequest,
+    responses((status = 200, body = KeysView), (status = 403, body = crate::error::ErrorBody),
+              (status = 409, body = crate::error::ErrorBody)))]
+pub(crate) async fn unseal(
+    State(st): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ApiJson(body): ApiJson<UnsealRequest>,
+) -> Result<Json<KeysView>, ApiError> {
+    if !peer.ip().is_loopback() {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "unsealing is accepted from the server host only",
+        ));
+    }
+    let passphrase = Zeroizing::new(body.passphrase.into_bytes());
+    if st.keys.status() != KeyStatus::Sealed {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "already_unsealed",
+            "the keys are already unsealed",
+        ));
+    }
+    let Some(unsealer) = st.unsealer.clone() else {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "not_local",
+            "this server's key provider is not unsealed by passphrase",
+        ));
+    };
+    // Key derivation is deliberately slow (argon2id), so it runs off the async workers.
+    let provider = tokio::task::spawn_blocking(move || unsealer(&passphrase))
+        .await
+        .map_err(|_| ApiError::internal())?
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::FORBIDDEN,
+                "unseal_failed",
+                "wrong passphrase, or the keyring is damaged",
+            )
+        })?;
+    st.keys.unseal(provider);
+    tracing::info!("keys unsealed by an operator on the server host");
+    Ok(Json(keys_view(&st)))
+}
