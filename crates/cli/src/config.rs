@@ -310,10 +310,10 @@ impl Config {
         if let Some(v) = get("PHIVAULT_KEYRING_PASSPHRASE_FILE") {
             self.keys.passphrase_file = Some(v.into());
         }
-        if let Some(key_id) = get("PHIVAULT_KMS_KEY_ID") {
+        if let Some(region) = get("PHIVAULT_KMS_REGION") {
             self.keys.aws_kms = Some(phivault_crypto::aws_kms::AwsKmsConfig {
-                key_id,
-                region: get("PHIVAULT_KMS_REGION").unwrap_or_else(|| "us-east-1".into()),
+                region,
+                alias_prefix: get("PHIVAULT_KMS_ALIAS_PREFIX"),
                 endpoint: get("PHIVAULT_KMS_ENDPOINT"),
                 access_key_id: None,
                 secret_access_key: None,

@@ -167,6 +167,16 @@ fn read(path: &Path) -> Result<KeyringFile> {
     Ok(file)
 }
 
+/// The directory of the local provider's tenant roots: `tenant-keys` beside the keyring
+/// file. Back it up with the keyring, apart from the data: crypto-shredding reaches every
+/// backup that does not hold a copy of it.
+pub fn tenant_keys_dir(keyring: &Path) -> std::path::PathBuf {
+    keyring
+        .parent()
+        .unwrap_or_else(|| Path::new("."))
+        .join("tenant-keys")
+}
+
 /// Reads the keyring's metadata without unsealing it.
 pub fn info(path: &Path) -> Result<KeyringInfo> {
     let f = read(path)?;
@@ -201,7 +211,12 @@ pub fn unseal(path: &Path, passphrase: &[u8]) -> Result<LocalProvider> {
     )
     .map_err(|_| CryptoError::Keyring("wrong passphrase, or the keyring file is damaged".into()))?;
     let root = SecretKey::from_slice(&Zeroizing::new(root))?;
-    Ok(LocalProvider::new(root, f.root_key_id, f.development))
+    Ok(LocalProvider::new(
+        root,
+        f.root_key_id,
+        f.development,
+        tenant_keys_dir(path),
+    ))
 }
 
 #[cfg(test)]

@@ -203,7 +203,7 @@ impl KeyService {
             Some((None,)) => return Err(CryptoError::KeyDestroyed),
             Some((Some(w),)) => w,
         };
-        let kek = provider.unwrap(tenant, &wrapped).await?;
+        let kek = provider.unwrap(tenant, version, &wrapped).await?;
         self.remember(tenant, version, &kek);
         Ok(kek)
     }
@@ -226,7 +226,7 @@ impl KeyService {
         }
         let provider = self.provider()?;
         let kek = SecretKey::generate()?;
-        let wrapped = provider.wrap(tx.tenant(), &kek).await?;
+        let wrapped = provider.wrap(tx.tenant(), 1, &kek).await?;
         tx.query(
             "INSERT INTO tenant_keks (tenant_id, version, provider, wrapped, state, created_at)
              VALUES ($1, 1, $2, $3, 'active', $4) ON CONFLICT DO NOTHING",
@@ -382,6 +382,11 @@ impl KeyService {
     /// Crypto-shreds a tenant: every KEK version is destroyed, so every data key and
     /// everything sealed under them, including copies in backups, stays sealed forever.
     pub async fn shred_tenant(&self, tx: &mut TenantTx, now: DateTime<Utc>) -> Result<u64> {
+        self.destroy_versions(
+            tx,
+            "SELECT version FROM tenant_keks WHERE tenant_id = $1 AND state <> 'destroyed'",
+        )
+        .await?;
         let n = tx
             .query(
                 "UPDATE tenant_keks SET wrapped = NULL, state = 'destroyed', destroyed_at = $2
@@ -392,6 +397,22 @@ impl KeyService {
             .await?;
         self.forget_tenant(tx.tenant());
         Ok(n)
+    }
+}
+
+impl KeyService {
+    /// Destroys, in the provider, the tenant roots of the versions `select` names. The
+    /// provider goes first: if the database update then fails, the versions still read
+    /// as present but no longer unwrap (fail closed), and a retry finishes the job.
+    async fn destroy_versions(&self, tx: &mut TenantTx, select: &'static str) -> Result<()> {
+        let provider = self.provider()?;
+        let versions: Vec<(i64,)> = tx.query(select).fetch_all().await?;
+        for (v,) in versions {
+            let v = u32::try_from(v).map_err(|_| CryptoError::KeyNotFound)?;
+            provider.destroy(tx.tenant(), v).await?;
+        }
+        self.forget_tenant(tx.tenant());
+        Ok(())
     }
 }
 
@@ -419,7 +440,7 @@ impl KeyService {
         let provider = self.provider()?;
         let next = active + 1;
         let kek = SecretKey::generate()?;
-        let wrapped = provider.wrap(tx.tenant(), &kek).await?;
+        let wrapped = provider.wrap(tx.tenant(), next, &kek).await?;
         tx.query("UPDATE tenant_keks SET state = 'retiring' WHERE tenant_id = $1 AND version = $2")
             .bind(i64::from(active))
             .execute()
@@ -501,6 +522,11 @@ impl KeyService {
                 "{remaining} data keys are still wrapped by an older KEK version"
             )));
         }
+        self.destroy_versions(
+            tx,
+            "SELECT version FROM tenant_keks WHERE tenant_id = $1 AND state = 'retiring'",
+        )
+        .await?;
         let n = tx
             .query(
                 "UPDATE tenant_keks SET wrapped = NULL, state = 'destroyed', destroyed_at = $2

@@ -18,8 +18,12 @@ mod error;
 mod secret;
 
 pub mod aws_kms;
+#[doc(hidden)]
+pub mod benchmarks;
 pub mod blind;
 pub mod envelope;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod keyring;
 pub mod keys;
 pub mod pkcs11;

@@ -243,3 +243,48 @@ pub async fn list(
     }
     Ok(out)
 }
+
+/// Erases a patient visible in `scope` with their encounters: the rows are deleted and
+/// every data key that sealed them is destroyed. Copies of the rows in database backups
+/// stay readable only while the KEK version that wrapped those data keys lives; the next
+/// KEK rotation (`phivault keys rotate`) destroys it, and with it every such copy.
+pub async fn erase(
+    tx: &mut TenantTx,
+    keys: &KeyService,
+    scope: PracticeScope,
+    id: PatientId,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    let visible: Option<(Uuid,)> = tx
+        .query(
+            "SELECT p.data_key_id FROM patients p
+             WHERE p.tenant_id = $1 AND p.id = $3 AND ($2 IS NULL
+                 OR EXISTS (SELECT 1 FROM users u WHERE u.tenant_id = $1 AND u.id = $2 AND u.all_practices)
+                 OR p.practice_id IN (SELECT g.practice_id FROM user_practices g WHERE g.tenant_id = $1 AND g.user_id = $2))",
+        )
+        .bind(scope.as_param())
+        .bind(id)
+        .fetch_optional()
+        .await?;
+    let (patient_key,) = visible.ok_or(DomainError::NotFound("patient"))?;
+    let encounter_keys: Vec<(Uuid,)> = tx
+        .query("SELECT data_key_id FROM encounters WHERE tenant_id = $1 AND patient_id = $2")
+        .bind(id)
+        .fetch_all()
+        .await?;
+    tx.query("DELETE FROM encounters WHERE tenant_id = $1 AND patient_id = $2")
+        .bind(id)
+        .execute()
+        .await?;
+    tx.query("DELETE FROM patients WHERE tenant_id = $1 AND id = $2")
+        .bind(id)
+        .execute()
+        .await?;
+    for (key,) in encounter_keys
+        .into_iter()
+        .chain(std::iter::once((patient_key,)))
+    {
+        keys.destroy_data_key(tx, key, now).await?;
+    }
+    Ok(())
+}
