@@ -4,7 +4,7 @@
 mod support;
 
 use serde_json::{Value, json};
-use support::{Backend, Reply, Server, Site, TenantFixture, tenant_path};
+use support::{Backend, Reply, Server, Site, TenantFixture, patient_json, tenant_path};
 
 const BODY_LIMIT: usize = 4096;
 
@@ -25,6 +25,7 @@ struct Cases {
 }
 
 impl Cases {
+    #[allow(clippy::too_many_arguments)] // one row of the table
     fn push(
         &mut self,
         name: &str,
@@ -695,11 +696,7 @@ async fn bad_input_is_refused_and_nothing_is_written(backend: Backend) {
         .create_patient(
             &t.id,
             token,
-            &practice,
-            "BAD-BASE",
-            "Synthetic",
-            "Baseline",
-            "1960-06-06",
+            &patient_json(&practice, "BAD-BASE", "Synthetic", "Baseline", "1960-06-06"),
         )
         .await;
     let existing_id = existing["id"].as_str().unwrap().to_string();

@@ -8,7 +8,7 @@ use std::os::unix::fs::PermissionsExt;
 
 use reqwest::Method;
 use serde_json::{Value, json};
-use support::{Backend, Launch, Reply, Server, Site, phivault, tenant_path};
+use support::{Backend, Launch, Reply, Server, Site, patient_json, phivault, tenant_path};
 
 const TENANT_PATHS: [(&str, &[&str]); 7] = [
     ("/api/v1/tenants/{tenant_id}/me", &["get"]),
@@ -68,6 +68,18 @@ async fn zero_config_start_creates_wal_sqlite_and_objects_in_cwd() {
     let db = data.join("phivault.db");
     assert!(db.is_file(), "phivault.db missing");
     assert!(data.join("objects").is_dir(), "objects dir missing");
+    // With no keyring configured, a development keyring is made, private, and said so.
+    let keyring = data.join("keyring.json");
+    let mode = std::fs::metadata(&keyring)
+        .expect("keyring.json missing")
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600, "keyring.json mode {mode:o}");
+    assert!(
+        server.stderr().contains("DEVELOPMENT keyring"),
+        "no warning about the development keyring"
+    );
 
     // A request that touches the database, so the WAL is in use.
     server.get("/readyz", None).await.expect(200);
@@ -114,7 +126,7 @@ async fn health_sends_security_headers_and_no_hsts_on_loopback() {
     ready.expect(200);
     assert_eq!(
         ready.json(),
-        json!({"status": "ready", "database": "ok", "object_storage": "ok"})
+        json!({"status": "ready", "database": "ok", "object_storage": "ok", "keys": "unsealed"})
     );
     assert_security_headers(&ready);
 
@@ -392,4 +404,123 @@ async fn serve_refuses_an_unusable_database_url() {
         Launch::Started(_) => panic!("served with an unsupported database URL"),
         Launch::Exited { status, .. } => assert!(!status.success()),
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sealed_server_refuses_phi_until_unsealed() {
+    const PASSPHRASE: &str = "CANARYREALPASS7Q-synthetic";
+    const WRONG: &str = "CANARYWRONGPASS7Q-synthetic";
+    let site = Site::new(Backend::Sqlite).await;
+    let init = site
+        .command(&["keys", "init"])
+        .env("PHIVAULT_KEYRING_PASSPHRASE", PASSPHRASE)
+        .output()
+        .unwrap();
+    assert!(
+        init.status.success(),
+        "keys init: {}",
+        String::from_utf8_lossy(&init.stderr)
+    );
+    let t = site.tenant("sealed-clinic", "Synthetic Sealed Clinic");
+    let practice = site.practice(&t.id, "Sealed Practice");
+    let token = Some(t.owner_token.as_str());
+    let patient = patient_json(&practice, "S-1", "Synthetic", "Sealed", "1970-01-01");
+
+    // No passphrase at hand: the server starts sealed.
+    let mut server = site.serve();
+    server.get("/healthz", None).await.expect(200);
+    let ready = server.get("/readyz", None).await;
+    ready.expect(503);
+    // The documented readiness report, saying what is not ready.
+    assert_eq!(
+        ready.json(),
+        json!({"status": "not_ready", "database": "ok", "object_storage": "ok", "keys": "sealed"})
+    );
+    let keys = server.get("/api/v1/sys/keys", None).await;
+    keys.expect(200);
+    assert_eq!(keys.json()["status"], "sealed");
+
+    // PHI routes answer 503 `sealed`; the others work.
+    for rest in ["patients", "encounters"] {
+        server
+            .get(&t.path(rest), token)
+            .await
+            .expect_error(503, "sealed");
+    }
+    server
+        .post_json(&t.path("patients"), token, &patient)
+        .await
+        .expect_error(503, "sealed");
+    for rest in ["me", "practices", "users"] {
+        server.get(&t.path(rest), token).await.expect(200);
+    }
+    // Sealed or not, credentials come first.
+    server
+        .get(&t.path("patients"), None)
+        .await
+        .expect_error(401, "unauthenticated");
+
+    // A wrong passphrase and broken unseal requests are refused.
+    let unseal = "/api/v1/sys/unseal";
+    server
+        .post_json(unseal, None, &json!({"passphrase": WRONG}))
+        .await
+        .expect_error(403, "unseal_failed");
+    server
+        .post_json(unseal, None, &json!({"passphrase": 5}))
+        .await
+        .expect_error(422, "invalid_body");
+    server
+        .post_json(unseal, None, &json!({"passphrase": WRONG, "x": 1}))
+        .await
+        .expect_error(422, "invalid_body");
+    server
+        .post_raw(unseal, None, Some("text/plain"), PASSPHRASE.into())
+        .await
+        .expect_error(415, "unsupported_media_type");
+    server
+        .get(unseal, None)
+        .await
+        .expect_error(405, "method_not_allowed");
+    server.get("/readyz", None).await.expect(503);
+
+    // The operator unseals with the CLI; PHI is served.
+    let out = phivault()
+        .args(["unseal", "--url", &server.url])
+        .env("PHIVAULT_KEYRING_PASSPHRASE", PASSPHRASE)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "phivault unseal: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("unsealed"));
+    server.get("/readyz", None).await.expect(200);
+    let created = server.post_json(&t.path("patients"), token, &patient).await;
+    created.expect(201);
+    let id = created.json()["id"].as_str().unwrap().to_string();
+    server
+        .get(&t.path(&format!("patients/{id}")), token)
+        .await
+        .expect(200);
+    server
+        .post_json(unseal, None, &json!({"passphrase": PASSPHRASE}))
+        .await
+        .expect_error(409, "already_unsealed");
+
+    // Neither passphrase reaches the log.
+    assert!(server.stop().success());
+    let log = server.stderr();
+    assert!(
+        !log.to_lowercase().contains("canary"),
+        "a passphrase is in the log"
+    );
+
+    // Restarted with the passphrase, it starts unsealed and reads what it wrote.
+    let server = site.serve_with(&[("PHIVAULT_KEYRING_PASSPHRASE", PASSPHRASE)]);
+    server.get("/readyz", None).await.expect(200);
+    let read = server.get(&t.path(&format!("patients/{id}")), token).await;
+    read.expect(200);
+    assert_eq!(read.json()["family_name"], "Sealed");
 }

@@ -9,7 +9,7 @@ mod support;
 
 use reqwest::Method;
 use serde_json::{Value, json};
-use support::{Backend, Server, Site, TenantFixture, forged_token, tenant_path};
+use support::{Backend, Server, Site, TenantFixture, forged_token, patient_json, tenant_path};
 
 /// Everything the scenarios need, built through the CLI and the API.
 struct World {
@@ -64,22 +64,14 @@ impl World {
             .create_patient(
                 &a.id,
                 at,
-                &a_p1,
-                "A-MRN-1",
-                "Synthia",
-                "Alpha",
-                "1980-01-01",
+                &patient_json(&a_p1, "A-MRN-1", "Synthia", "Alpha", "1980-01-01"),
             )
             .await);
         let a_patient2 = id(server
             .create_patient(
                 &a.id,
                 at,
-                &a_p2,
-                "A-MRN-2",
-                "Synthor",
-                "Alpha",
-                "1981-02-02",
+                &patient_json(&a_p2, "A-MRN-2", "Synthor", "Alpha", "1981-02-02"),
             )
             .await);
         let a_encounter1 = id(server
@@ -93,11 +85,7 @@ impl World {
             .create_patient(
                 &b.id,
                 bt,
-                &b_practice,
-                "B-MRN-1",
-                "Synthea",
-                "Beta",
-                "1990-03-03",
+                &patient_json(&b_practice, "B-MRN-1", "Synthea", "Beta", "1990-03-03"),
             )
             .await);
         let b_encounter = id(server

@@ -273,10 +273,8 @@ impl KeyProvider for LocalProvider {
                         f.write_all(&vec![0u8; len]).map_err(io_err)?;
                         f.sync_all().map_err(io_err)?;
                         std::fs::remove_file(&path).map_err(io_err)?;
-                        if let Some(parent) = path.parent() {
-                            if let Ok(d) = std::fs::File::open(parent) {
-                                let _ = d.sync_all();
-                            }
+                        if let Some(d) = path.parent().and_then(|p| std::fs::File::open(p).ok()) {
+                            let _ = d.sync_all();
                         }
                     }
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}

@@ -5,6 +5,10 @@
 //! fail; they never skip.
 
 use std::sync::{Arc, OnceLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
 
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::error::{Error as CkError, RvError};
@@ -394,7 +398,9 @@ async fn the_tenant_root_is_sensitive_and_never_extractable() {
 
 #[tokio::test]
 async fn duplicate_roots_wrap_under_the_lowest_id_and_all_unwrap_and_destroy() {
-    let _token = TOKEN.read().await;
+    // Alone: this test generates a key outside the provider, whose object lock keeps
+    // SoftHSM2 from generating two keys at once in one process.
+    let _token = TOKEN.write().await;
     let config = config();
     let provider = create(&config).await;
     let tenant = TenantId::generate();
@@ -461,12 +467,12 @@ async fn duplicate_roots_wrap_under_the_lowest_id_and_all_unwrap_and_destroy() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn racing_creators_in_separate_sessions_agree() {
+async fn providers_on_separate_sessions_create_one_root() {
     let _token = TOKEN.read().await;
     let config = config();
     create(&config).await;
-    // Separate sessions, each behind its own mutex: creators that only the token
-    // serialises, as separate processes would be.
+    // Separate sessions, each behind its own mutex: creators in one process, which the
+    // provider's per-token object lock serialises.
     const CREATORS: usize = 8;
     let mut providers = Vec::new();
     for _ in 0..CREATORS {
@@ -497,7 +503,6 @@ async fn racing_creators_in_separate_sessions_agree() {
         wrapped.push(task.await.unwrap());
     }
 
-    // Every creator's KEK unwraps through every provider, and later wraps agree too.
     for (kek, blob) in &wrapped {
         for provider in &providers {
             assert_eq!(&provider.unwrap(tenant, 1, blob).await.unwrap(), kek);
@@ -505,7 +510,7 @@ async fn racing_creators_in_separate_sessions_agree() {
     }
     let session = token_session(&config);
     let label = tenant_root_label(tenant, 1);
-    assert!(!labelled(&session, &label).is_empty());
+    assert_eq!(labelled(&session, &label).len(), 1);
 
     providers[0].destroy(tenant, 1).await.unwrap();
     assert!(labelled(&session, &label).is_empty());
@@ -516,6 +521,137 @@ async fn racing_creators_in_separate_sessions_agree() {
             .unwrap_err();
         assert!(matches!(err, CryptoError::KeyDestroyed), "{err:?}");
     }
+}
+
+/// Set in the child processes of [`racing_creators_in_separate_processes_agree`]: the
+/// tenant, the marker key's label and the instant (Unix milliseconds) to wrap at.
+const RACE: &str = "PHIVAULT_TEST_PKCS11_RACE";
+const RACERS: usize = 6;
+/// Where a child's line starts (libtest may print the test's name before it).
+const RACE_LINE: &str = "PHIVAULT-RACE ";
+
+#[tokio::test]
+async fn racing_creators_in_separate_processes_agree() {
+    if let Ok(race) = std::env::var(RACE) {
+        return race_as_child(&race).await;
+    }
+    // Alone: SoftHSM2 fails reads (C_GetTokenInfo) with CKR_GENERAL_ERROR while another
+    // process rewrites the token, and the children should race only one another.
+    let _token = TOKEN.write().await;
+    let config = config();
+    let provider = create(&config).await;
+    for _round in 0..3 {
+        let tenant = TenantId::generate();
+        let at = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_millis()
+            + 1500;
+        // The children are this test binary, running this test with RACE set: each
+        // opens its own provider and creates the same tenant root at the same instant.
+        let children: Vec<_> = (0..RACERS)
+            .map(|racer| {
+                std::process::Command::new(std::env::current_exe().unwrap())
+                    .args([
+                        "--exact",
+                        "racing_creators_in_separate_processes_agree",
+                        "--nocapture",
+                        "--test-threads=1",
+                    ])
+                    .env(RACE, format!("{racer} {tenant} {} {at}", config.key_label))
+                    .stdout(std::process::Stdio::piped())
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        // Every child is waited for before any is judged: none outlives the test.
+        let mut outputs = Vec::new();
+        for child in children {
+            outputs.push(
+                tokio::task::spawn_blocking(move || child.wait_with_output())
+                    .await
+                    .unwrap()
+                    .unwrap(),
+            );
+        }
+        let mut wrapped = Vec::new();
+        for output in outputs {
+            let stdout = String::from_utf8_lossy(&output.stdout);
+            assert!(
+                output.status.success(),
+                "{stdout}\n{}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+            let line = stdout
+                .lines()
+                .find_map(|l| l.split_once(RACE_LINE).map(|(_, rest)| rest))
+                .unwrap_or_else(|| panic!("no {RACE_LINE:?} line in {stdout}"));
+            let (kek, blob) = line.split_once(' ').unwrap();
+            let kek = SecretKey::from_slice(&STANDARD.decode(kek).unwrap()).unwrap();
+            wrapped.push((kek, STANDARD.decode(blob).unwrap()));
+        }
+
+        // Whoever won, every racer's KEK unwraps here, and a later wrap agrees.
+        for (kek, blob) in &wrapped {
+            assert_eq!(&provider.unwrap(tenant, 1, blob).await.unwrap(), kek);
+        }
+        let later = kek();
+        let blob = provider.wrap(tenant, 1, &later).await.unwrap();
+        assert_eq!(provider.unwrap(tenant, 1, &blob).await.unwrap(), later);
+        wrapped.push((later, blob));
+
+        let session = token_session(&config);
+        let label = tenant_root_label(tenant, 1);
+        let roots = labelled(&session, &label).len();
+        assert!((1..=RACERS).contains(&roots), "{roots} roots");
+        provider.destroy(tenant, 1).await.unwrap();
+        assert!(labelled(&session, &label).is_empty());
+        for (_, blob) in &wrapped {
+            let err = provider.unwrap(tenant, 1, blob).await.unwrap_err();
+            assert!(matches!(err, CryptoError::KeyDestroyed), "{err:?}");
+        }
+    }
+}
+
+/// One racer: wraps a fresh KEK for the tenant at the agreed instant and prints it with
+/// its wrapped form (test keys only) for the parent.
+async fn race_as_child(race: &str) {
+    let mut fields = race.split(' ');
+    let (Some(racer), Some(tenant), Some(key_label), Some(at), None) = (
+        fields.next(),
+        fields.next(),
+        fields.next(),
+        fields.next(),
+        fields.next(),
+    ) else {
+        panic!("{RACE} is malformed: {race}");
+    };
+    let racer: u64 = racer.parse().unwrap();
+    let tenant: TenantId = tenant.parse().unwrap();
+    let at: u128 = at.parse().unwrap();
+    let mut config = config();
+    config.key_label = key_label.to_owned();
+    // Log in one after another: SoftHSM2 rewrites its token file at every login, and a
+    // process reading it meanwhile sees a broken token. The race is the wrap below.
+    tokio::time::sleep(Duration::from_millis(150 * racer)).await;
+    let provider = tokio::task::spawn_blocking(move || Pkcs11Provider::open(&config))
+        .await
+        .unwrap()
+        .unwrap();
+    let kek = kek();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis();
+    let wait = u64::try_from(at.saturating_sub(now)).unwrap();
+    tokio::time::sleep(Duration::from_millis(wait)).await;
+    let wrapped = provider.wrap(tenant, 1, &kek).await.unwrap();
+    println!(
+        "{RACE_LINE}{} {}",
+        STANDARD.encode(kek.expose()),
+        STANDARD.encode(&wrapped)
+    );
 }
 
 #[tokio::test]

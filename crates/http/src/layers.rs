@@ -22,6 +22,11 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 #[derive(Clone)]
 pub(crate) struct RequestId(pub String);
 
+/// Marks an error-status response whose body is its documented answer (the readiness
+/// report), so the error renderer leaves it alone.
+#[derive(Clone)]
+pub(crate) struct KeepBody;
+
 pub(crate) fn apply(router: Router, config: &HttpConfig) -> Router {
     let mut router = router
         .layer(DefaultBodyLimit::max(config.body_limit))
@@ -131,7 +136,9 @@ async fn render_errors(req: Request, next: Next) -> Response {
     let request_id = req.extensions().get::<RequestId>().map(|r| r.0.clone());
     let response = next.run(req).await;
     let status = response.status();
-    if !(status.is_client_error() || status.is_server_error()) {
+    if !(status.is_client_error() || status.is_server_error())
+        || response.extensions().get::<KeepBody>().is_some()
+    {
         return response;
     }
     let (code, message) = match response.extensions().get::<RenderedError>() {

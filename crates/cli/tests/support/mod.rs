@@ -53,6 +53,7 @@ pub struct Site {
     pub backend: Backend,
     data: tempfile::TempDir,
     database_url: Option<String>,
+    pg_admin_url: Option<String>,
     pg_drop: Option<PgDrop>,
 }
 
@@ -65,12 +66,14 @@ impl Site {
                 backend,
                 data,
                 database_url: None,
+                pg_admin_url: None,
                 pg_drop: None,
             },
             Backend::Postgres => {
                 let pg = phivault_testkit::scratch_pg().await;
                 let admin = phivault_testkit::pg_admin_url();
                 let database_url = Some(pg.app_url.clone());
+                let pg_admin_url = Some(pg.admin_url.clone());
                 let pg_drop: PgDrop = Box::new(move || {
                     Box::pin(async move {
                         let _ = pg.drop_database(&admin).await;
@@ -80,6 +83,7 @@ impl Site {
                     backend,
                     data,
                     database_url,
+                    pg_admin_url,
                     pg_drop: Some(pg_drop),
                 }
             }
@@ -89,6 +93,12 @@ impl Site {
     /// The data directory.
     pub fn data_dir(&self) -> &Path {
         self.data.path()
+    }
+
+    /// A superuser URL of the scratch PostgreSQL database (PostgreSQL sites only), for
+    /// inspecting what is stored.
+    pub fn pg_admin_url(&self) -> Option<&str> {
+        self.pg_admin_url.as_deref()
     }
 
     /// The global CLI arguments that select this site's data directory and database.
@@ -269,6 +279,17 @@ impl TenantFixture {
     pub fn path(&self, rest: &str) -> String {
         tenant_path(&self.id, rest)
     }
+}
+
+/// A patient body for `POST patients`.
+pub fn patient_json(practice: &str, mrn: &str, given: &str, family: &str, dob: &str) -> Value {
+    json!({
+        "practice_id": practice,
+        "mrn": mrn,
+        "given_name": given,
+        "family_name": family,
+        "date_of_birth": dob,
+    })
 }
 
 /// `/api/v1/tenants/<tenant>/<rest>`.
@@ -475,29 +496,10 @@ impl Server {
         raw_http(&self.addr(), request)
     }
 
-    /// Registers a patient (must succeed); returns its JSON.
-    pub async fn create_patient(
-        &self,
-        tenant: &str,
-        token: &str,
-        practice: &str,
-        mrn: &str,
-        given: &str,
-        family: &str,
-        dob: &str,
-    ) -> Value {
+    /// Registers a patient from a [`patient_json`] body (must succeed); returns its JSON.
+    pub async fn create_patient(&self, tenant: &str, token: &str, patient: &Value) -> Value {
         let reply = self
-            .post_json(
-                &tenant_path(tenant, "patients"),
-                Some(token),
-                &json!({
-                    "practice_id": practice,
-                    "mrn": mrn,
-                    "given_name": given,
-                    "family_name": family,
-                    "date_of_birth": dob,
-                }),
-            )
+            .post_json(&tenant_path(tenant, "patients"), Some(token), patient)
             .await;
         reply.expect(201).json()
     }
@@ -653,7 +655,7 @@ impl Reply {
         if body["code"] != code {
             return Err(format!("expected code {code:?}: {text}"));
         }
-        if !body["message"].as_str().is_some_and(|m| !m.is_empty()) {
+        if body["message"].as_str().is_none_or(str::is_empty) {
             return Err(format!("error message missing: {text}"));
         }
         let header_id = self.header("x-request-id");

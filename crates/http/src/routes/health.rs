@@ -1,6 +1,7 @@
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -35,7 +36,7 @@ pub(crate) async fn healthz() -> Json<Health> {
 /// Readiness: the database and object storage answer and the keys are unsealed.
 #[utoipa::path(get, path = "/readyz", tag = "health",
     responses((status = 200, body = Readiness), (status = 503, body = Readiness)))]
-pub(crate) async fn readyz(State(st): State<AppState>) -> (StatusCode, Json<Readiness>) {
+pub(crate) async fn readyz(State(st): State<AppState>) -> Response {
     let db_ok = st.db.ping().await.is_ok();
     let obj_ok = st.objects.check().await.is_ok();
     let keys = super::keys_view(&st).status;
@@ -46,7 +47,7 @@ pub(crate) async fn readyz(State(st): State<AppState>) -> (StatusCode, Json<Read
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    (
+    let mut response = (
         status,
         Json(Readiness {
             status: if ready { "ready" } else { "not_ready" },
@@ -55,4 +56,8 @@ pub(crate) async fn readyz(State(st): State<AppState>) -> (StatusCode, Json<Read
             keys,
         }),
     )
+        .into_response();
+    // The 503 body is the report of what is not ready, not an error to re-render.
+    response.extensions_mut().insert(crate::layers::KeepBody);
+    response
 }
