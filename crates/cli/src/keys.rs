@@ -28,8 +28,9 @@ pub enum KeysCommand {
         #[arg(long)]
         dev: bool,
     },
-    /// Create the AES-256 wrapping key in the PKCS#11 token ([keys.pkcs11]); it is
-    /// generated inside the token, sensitive and never extractable.
+    /// Create the marker key in the PKCS#11 token ([keys.pkcs11]) that identifies it as
+    /// phivault's token; tenant roots are generated in the token on first use, sensitive
+    /// and never extractable.
     InitHsm,
     /// Show which provider is configured and whether it unseals.
     Status,
@@ -180,7 +181,7 @@ pub async fn run(config: Config, cmd: KeysCommand) -> Result<()> {
                 .clone()
                 .context("[keys.pkcs11] (or PHIVAULT_PKCS11_MODULE) is not set")?;
             tokio::task::spawn_blocking(move || pkcs11::Pkcs11Provider::create_key(&cfg)).await??;
-            println!("created the wrapping key in the PKCS#11 token");
+            println!("created the marker key in the PKCS#11 token; tenant roots are created on first use");
             Ok(())
         }
         KeysCommand::Status => {

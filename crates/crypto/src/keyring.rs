@@ -241,10 +241,10 @@ mod tests {
         assert!(!p.is_development());
         let t = TenantId::generate();
         let kek = SecretKey::generate().unwrap();
-        let wrapped = p.wrap(t, &kek).await.unwrap();
-        assert_eq!(p.unwrap(t, &wrapped).await.unwrap(), kek);
+        let wrapped = p.wrap(t, 1, &kek).await.unwrap();
+        assert_eq!(p.unwrap(t, 1, &wrapped).await.unwrap(), kek);
         assert!(
-            p.unwrap(TenantId::generate(), &wrapped).await.is_err(),
+            p.unwrap(TenantId::generate(), 1, &wrapped).await.is_err(),
             "KEK unwrapped for another tenant"
         );
         #[cfg(unix)]
