@@ -76,7 +76,11 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         "mb" => 1_000_000,
         "gb" => 1_000_000_000,
         "tb" => 1_000_000_000_000,
-        other => return Err(format!("unknown size suffix `{other}` (use KiB, MiB, GiB, KB, MB or GB)")),
+        other => {
+            return Err(format!(
+                "unknown size suffix `{other}` (use KiB, MiB, GiB, KB, MB or GB)"
+            ));
+        }
     };
     n.checked_mul(unit)
         .ok_or_else(|| format!("`{s}` is too large"))
@@ -219,12 +223,12 @@ async fn measure(args: StreamArgs) -> Result<()> {
             Memory::reset_peak();
             let pb = bar(&format!("round {round}: {}", op.label()), f.size);
             let elapsed = match op {
-                Op::RawSeal => raw_aead_throughput(&f.key, Direction::Seal, f.size, CHUNK, |n| {
-                    pb.inc(n)
-                })?,
-                Op::RawOpen => raw_aead_throughput(&f.key, Direction::Open, f.size, CHUNK, |n| {
-                    pb.inc(n)
-                })?,
+                Op::RawSeal => {
+                    raw_aead_throughput(&f.key, Direction::Seal, f.size, CHUNK, |n| pb.inc(n))?
+                }
+                Op::RawOpen => {
+                    raw_aead_throughput(&f.key, Direction::Open, f.size, CHUNK, |n| pb.inc(n))?
+                }
                 Op::EncryptSink => encrypt(&f, tokio::io::sink(), &pb).await?.0,
                 Op::EncryptFile => {
                     let file = InlineIo(File::create(&f.file.path)?);
@@ -300,7 +304,11 @@ async fn encrypt<W: AsyncWrite + Unpin>(
     }
     let (sink, len) = w.finish().await?;
     let elapsed = start.elapsed();
-    ensure!(len == f.size, "the writer counted {len} bytes, not {}", f.size);
+    ensure!(
+        len == f.size,
+        "the writer counted {len} bytes, not {}",
+        f.size
+    );
     Ok((elapsed, sink))
 }
 
@@ -382,10 +390,7 @@ impl AsyncWrite for InlineIo {
         Poll::Ready(self.get_mut().0.flush())
     }
 
-    fn poll_shutdown(
-        self: Pin<&mut Self>,
-        _cx: &mut TaskContext<'_>,
-    ) -> Poll<std::io::Result<()>> {
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut TaskContext<'_>) -> Poll<std::io::Result<()>> {
         Poll::Ready(Ok(()))
     }
 }
