@@ -180,6 +180,7 @@ async fn fixture(db: &Db) -> Result<Fixture> {
             given_name: Phi::new("Synthetic".into()),
             family_name: Phi::new("Patient".into()),
             date_of_birth: Phi::new(NaiveDate::from_ymd_opt(1980, 1, 1).unwrap_or_default()),
+            ssn: None,
         },
         now,
     )

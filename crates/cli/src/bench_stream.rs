@@ -12,9 +12,10 @@
 //! - a [`StreamReader`] over that file (read back from the page cache).
 //!
 //! The median round is reported as MB/s (10^6 bytes of plaintext per second), its ratio
-//! to the raw AEAD in the same direction, and the peak resident set of each operation:
-//! the kernel's high-water mark (VmHWM), reset before each operation where Linux allows
-//! it, so a flat figure for a 1 GiB object shows memory is one segment, not the object.
+//! to the raw AEAD in the same direction, and the process's peak resident set during
+//! each operation: the kernel's high-water mark (VmHWM), reset before each operation
+//! where Linux allows it (the largest over the rounds is shown). A few MiB for a 1 GiB
+//! object shows memory is one segment, not the object.
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -196,15 +197,17 @@ async fn measure(args: StreamArgs) -> Result<()> {
         file: TempFile::new()?,
     };
     println!(
-        "phivault bench stream: {} of plaintext ({} bytes) in {}-byte segments, {} rounds, median reported",
+        "phivault bench stream: {} of plaintext ({} bytes) in {}-byte segments, {} round{}, median reported",
         human(f.size),
         f.size,
         f.segment,
-        args.rounds
+        args.rounds,
+        if args.rounds == 1 { "" } else { "s" }
     );
     println!(
         "one core: one thread, current-thread tokio runtime, file I/O inline (blocking) on that thread"
     );
+    println!("peak RSS: the whole process's resident set during each operation (VmHWM)");
     println!(
         "temporary file: {} ({} bytes sealed; not synced, read back from the page cache)",
         f.file.path.display(),

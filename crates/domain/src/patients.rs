@@ -28,6 +28,8 @@ pub struct Patient {
     pub family_name: Phi<String>,
     /// Date of birth.
     pub date_of_birth: Phi<NaiveDate>,
+    /// US Social Security number, if recorded (digits only).
+    pub ssn: Option<Phi<String>>,
     /// When the record was created.
     pub created_at: DateTime<Utc>,
 }
@@ -45,6 +47,8 @@ pub struct NewPatient {
     pub family_name: Phi<String>,
     /// Date of birth.
     pub date_of_birth: Phi<NaiveDate>,
+    /// US Social Security number (9 digits, dashes allowed), if recorded.
+    pub ssn: Option<Phi<String>>,
 }
 
 const KIND: &str = "patient";
@@ -66,6 +70,7 @@ struct Row {
     given_name: Vec<u8>,
     family_name: Vec<u8>,
     date_of_birth: Vec<u8>,
+    ssn: Option<Vec<u8>>,
     created_at: DateTime<Utc>,
     dk_id: Uuid,
     dk_kek_version: i64,
@@ -77,7 +82,7 @@ struct Row {
 macro_rules! select_patients {
     ($rest:literal) => {
         concat!(
-            "SELECT p.id, p.practice_id, p.mrn, p.given_name, p.family_name, p.date_of_birth, p.created_at,
+            "SELECT p.id, p.practice_id, p.mrn, p.given_name, p.family_name, p.date_of_birth, p.ssn, p.created_at,
                     k.id AS dk_id, k.kek_version AS dk_kek_version, k.kind AS dk_kind, k.wrapped AS dk_wrapped
              FROM patients p JOIN data_keys k ON k.tenant_id = p.tenant_id AND k.id = p.data_key_id",
             $rest
@@ -113,8 +118,22 @@ async fn decrypt(tx: &mut TenantTx, keys: &KeyService, r: Row) -> Result<Patient
             dob.parse()
                 .map_err(|_| DomainError::Crypto(CryptoError::Decrypt))?,
         ),
+        ssn: match &r.ssn {
+            Some(sealed) => Some(Phi::new(text(dk.open(&binding(t, r.id, "ssn"), sealed)?)?)),
+            None => None,
+        },
         created_at: r.created_at,
     })
+}
+
+/// Nine digits, with or without the usual dashes; stored as the nine digits.
+fn normalize_ssn(value: &str) -> Result<String> {
+    let digits: String = value.trim().chars().filter(|c| *c != '-').collect();
+    if digits.len() == 9 && digits.chars().all(|c| c.is_ascii_digit()) {
+        Ok(digits)
+    } else {
+        Err(invalid("ssn", "must be 9 digits (dashes allowed)"))
+    }
 }
 
 /// Registers a patient in a practice visible in `scope`.
@@ -140,11 +159,16 @@ pub async fn create(
     let id = PatientId::generate();
     let t = tx.tenant();
     let index = keys.blind_index_key(tx, now).await?.index("mrn", &mrn);
+    let ssn = new.ssn.as_ref().map(|s| normalize_ssn(s.expose())).transpose()?;
+    let ssn_index = match &ssn {
+        Some(v) => Some(keys.blind_index_key(tx, now).await?.index("ssn", v)),
+        None => None,
+    };
     let dk = keys.new_data_key(tx, KIND, now).await?;
     let u = id.as_uuid();
     tx.query(
-        "INSERT INTO patients (tenant_id, id, practice_id, data_key_id, mrn_index, mrn, given_name, family_name, date_of_birth, created_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        "INSERT INTO patients (tenant_id, id, practice_id, data_key_id, mrn_index, mrn, given_name, family_name, date_of_birth, ssn_index, ssn, created_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
     )
     .bind(id)
     .bind(new.practice_id)
@@ -154,6 +178,11 @@ pub async fn create(
     .bind(dk.seal(&binding(t, u, "given_name"), given.as_bytes())?)
     .bind(dk.seal(&binding(t, u, "family_name"), family.as_bytes())?)
     .bind(dk.seal(&binding(t, u, "date_of_birth"), dob.to_string().as_bytes())?)
+    .bind(ssn_index.map(|i| i.to_vec()))
+    .bind(match &ssn {
+        Some(v) => Some(dk.seal(&binding(t, u, "ssn"), v.as_bytes())?),
+        None => None,
+    })
     .bind(now)
     .execute()
     .await
@@ -165,6 +194,7 @@ pub async fn create(
         given_name: Phi::new(given),
         family_name: Phi::new(family),
         date_of_birth: Phi::new(dob),
+        ssn: ssn.map(Phi::new),
         created_at: now,
     })
 }
@@ -201,15 +231,48 @@ pub async fn find_by_mrn(
     };
     let index = index_key.index("mrn", mrn);
     let rows: Vec<Row> = tx
-        .query(select_patients!("
+        .query(select_patients!(
+            "
              WHERE p.tenant_id = $1 AND p.mrn_index = $3 AND ($2 IS NULL
                  OR EXISTS (SELECT 1 FROM users u WHERE u.tenant_id = $1 AND u.id = $2 AND u.all_practices)
                  OR p.practice_id IN (SELECT g.practice_id FROM user_practices g WHERE g.tenant_id = $1 AND g.user_id = $2))
-             ORDER BY p.id"))
+             ORDER BY p.id"
+        ))
         .bind(scope.as_param())
         .bind(&index[..])
         .fetch_all()
         .await?;
+    decrypt_all(tx, keys, rows).await
+}
+
+/// Patients visible in `scope` whose SSN is `ssn` (exact match through the blind index).
+pub async fn find_by_ssn(
+    tx: &mut TenantTx,
+    keys: &KeyService,
+    scope: PracticeScope,
+    ssn: &str,
+) -> Result<Vec<Patient>> {
+    let ssn = normalize_ssn(ssn)?;
+    let Some(index_key) = keys.existing_blind_index_key(tx).await? else {
+        return Ok(Vec::new());
+    };
+    let index = index_key.index("ssn", &ssn);
+    let rows: Vec<Row> = tx
+        .query(select_patients!(
+            "
+             WHERE p.tenant_id = $1 AND p.ssn_index = $3 AND ($2 IS NULL
+                 OR EXISTS (SELECT 1 FROM users u WHERE u.tenant_id = $1 AND u.id = $2 AND u.all_practices)
+                 OR p.practice_id IN (SELECT g.practice_id FROM user_practices g WHERE g.tenant_id = $1 AND g.user_id = $2))
+             ORDER BY p.id"
+        ))
+        .bind(scope.as_param())
+        .bind(&index[..])
+        .fetch_all()
+        .await?;
+    decrypt_all(tx, keys, rows).await
+}
+
+async fn decrypt_all(tx: &mut TenantTx, keys: &KeyService, rows: Vec<Row>) -> Result<Vec<Patient>> {
     let mut out = Vec::with_capacity(rows.len());
     for r in rows {
         out.push(decrypt(tx, keys, r).await?);

@@ -22,6 +22,8 @@ const CANARIES: [&str; 4] = [
     "CanaryReason9Z",
 ];
 const CANARY_DOB: &str = "1911-11-11";
+/// A synthetic SSN (no real SSN starts with 9).
+const CANARY_SSN: &str = "91122333";
 
 /// A local provider with its keyring and tenant roots in `dir`, apart from the data.
 fn local_keys(dir: &Path) -> Arc<KeyService> {
@@ -78,6 +80,7 @@ async fn seed(db: &Db, keys: &KeyService, slug: &str) -> Seeded {
                 given_name: Phi::new(CANARIES[1].into()),
                 family_name: Phi::new(CANARIES[2].into()),
                 date_of_birth: Phi::new(NaiveDate::parse_from_str(CANARY_DOB, "%Y-%m-%d").unwrap()),
+                ssn: Some(Phi::new(format!("{CANARY_SSN}{n}"))),
             },
             now,
         )
@@ -109,7 +112,7 @@ async fn seed(db: &Db, keys: &KeyService, slug: &str) -> Seeded {
 
 fn needles() -> Vec<Vec<u8>> {
     let mut out = Vec::new();
-    for c in CANARIES.iter().copied().chain([CANARY_DOB]) {
+    for c in CANARIES.iter().copied().chain([CANARY_DOB, CANARY_SSN]) {
         out.push(c.as_bytes().to_vec());
         out.push(c.to_uppercase().into_bytes());
         // As PostgreSQL renders bytea in text.

@@ -55,6 +55,7 @@ fn new_patient(practice: PracticeId, n: u32) -> NewPatient {
         given_name: Phi::new("Synthetic".into()),
         family_name: Phi::new(format!("Patient{n}")),
         date_of_birth: dob(),
+        ssn: None,
     }
 }
 

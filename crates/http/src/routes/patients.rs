@@ -22,6 +22,8 @@ pub(crate) struct PatientView {
     given_name: String,
     family_name: String,
     date_of_birth: NaiveDate,
+    /// US Social Security number (nine digits), if recorded.
+    ssn: Option<String>,
     created_at: DateTime<Utc>,
 }
 
@@ -34,6 +36,7 @@ impl From<Patient> for PatientView {
             given_name: p.given_name.into_inner(),
             family_name: p.family_name.into_inner(),
             date_of_birth: p.date_of_birth.into_inner(),
+            ssn: p.ssn.map(Phi::into_inner),
             created_at: p.created_at,
         }
     }
@@ -54,6 +57,11 @@ pub(crate) struct CreatePatient {
     /// `YYYY-MM-DD`, not in the future.
     #[schema(value_type = NaiveDate)]
     date_of_birth: Phi<NaiveDate>,
+    /// US Social Security number, 9 digits (dashes allowed); optional. Stored encrypted
+    /// and blind-indexed.
+    #[schema(value_type = Option<String>)]
+    #[serde(default)]
+    ssn: Option<Phi<String>>,
 }
 
 /// Filters and paging for the patient list.
@@ -62,6 +70,8 @@ pub(crate) struct CreatePatient {
 pub(crate) struct PatientQuery {
     /// Exact MRN (matched through the tenant's blind index; the MRN is never stored in clear).
     mrn: Option<String>,
+    /// Exact SSN, likewise.
+    ssn: Option<String>,
     /// Items per page, 1 to 200 (default 50).
     limit: Option<u32>,
     /// Return items after this id.
@@ -85,9 +95,13 @@ pub(crate) async fn list_patients(
 ) -> Result<Json<Vec<PatientView>>, ApiError> {
     let limit = page_limit(page.limit)?;
     let mut tx = s.scope.begin(&st.db, TxMode::Read).await?;
-    let list = match &page.mrn {
-        Some(mrn) => patients::find_by_mrn(&mut tx, &st.keys, s.scope.practices(), mrn).await?,
-        None => {
+    let list = match (&page.mrn, &page.ssn) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::bad_request("invalid_query", "give mrn or ssn, not both"));
+        }
+        (Some(mrn), None) => patients::find_by_mrn(&mut tx, &st.keys, s.scope.practices(), mrn).await?,
+        (None, Some(ssn)) => patients::find_by_ssn(&mut tx, &st.keys, s.scope.practices(), ssn).await?,
+        (None, None) => {
             let after = page.after.map(PatientId::from_uuid);
             patients::list(&mut tx, &st.keys, s.scope.practices(), after, limit).await?
         }
@@ -113,6 +127,7 @@ pub(crate) async fn create_patient(
         given_name: body.given_name,
         family_name: body.family_name,
         date_of_birth: body.date_of_birth,
+        ssn: body.ssn,
     };
     let mut tx = s.scope.begin(&st.db, TxMode::Write).await?;
     let patient = patients::create(&mut tx, &st.keys, s.scope.practices(), new, st.now()).await?;

@@ -111,6 +111,8 @@ CREATE TABLE patients (
     given_name     bytea NOT NULL,
     family_name    bytea NOT NULL,
     date_of_birth  bytea NOT NULL,
+    ssn_index      bytea CHECK (length(ssn_index) = 32),
+    ssn            bytea,
     created_at     timestamptz NOT NULL,
     PRIMARY KEY (tenant_id, id),
     FOREIGN KEY (tenant_id, practice_id) REFERENCES practices (tenant_id, id),
@@ -118,6 +120,7 @@ CREATE TABLE patients (
 );
 CREATE INDEX patients_practice ON patients (tenant_id, practice_id);
 CREATE INDEX patients_mrn ON patients (tenant_id, mrn_index);
+CREATE INDEX patients_ssn ON patients (tenant_id, ssn_index) WHERE ssn_index IS NOT NULL;
 
 CREATE TABLE encounters (
     tenant_id    uuid NOT NULL,

@@ -102,6 +102,8 @@ CREATE TABLE patients (
     given_name     BLOB NOT NULL,
     family_name    BLOB NOT NULL,
     date_of_birth  BLOB NOT NULL,
+    ssn_index      BLOB CHECK (length(ssn_index) = 32),
+    ssn            BLOB,
     created_at     TEXT NOT NULL,
     PRIMARY KEY (tenant_id, id),
     FOREIGN KEY (tenant_id, practice_id) REFERENCES practices (tenant_id, id),
@@ -109,6 +111,7 @@ CREATE TABLE patients (
 ) STRICT;
 CREATE INDEX patients_practice ON patients (tenant_id, practice_id);
 CREATE INDEX patients_mrn ON patients (tenant_id, mrn_index);
+CREATE INDEX patients_ssn ON patients (tenant_id, ssn_index) WHERE ssn_index IS NOT NULL;
 
 CREATE TABLE encounters (
     tenant_id    BLOB NOT NULL,
