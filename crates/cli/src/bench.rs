@@ -9,7 +9,9 @@
 //! row-level security. The scoped side also does its envelope encryption (a data key
 //! wrapped per encounter, the reason sealed and opened), so the ratio is an upper bound
 //! on what scoping costs. Both run on the same database, one after the other,
-//! alternating over several rounds; the median round is reported.
+//! alternating which goes first over several rounds; the median round is reported. Both
+//! sides use pools of the same size (a one-connection pool makes every acquire wait for
+//! the previous connection's return).
 
 use std::time::{Duration, Instant};
 
@@ -34,6 +36,9 @@ use crate::config::Config;
 
 #[derive(Subcommand)]
 pub enum BenchCommand {
+    /// Streaming encryption throughput on one core against raw AES-256-GCM, and the
+    /// peak memory to encrypt and decrypt one large object.
+    Stream(crate::bench_stream::StreamArgs),
     /// Tenant-scoped create/read of encounters against the same operations unscoped.
     Scoping {
         /// Backends to measure.
@@ -63,6 +68,7 @@ pub enum BenchBackend {
 
 pub async fn run(_config: Config, cmd: BenchCommand) -> Result<()> {
     match cmd {
+        BenchCommand::Stream(args) => crate::bench_stream::run(args).await,
         BenchCommand::Scoping {
             backend,
             ops,
@@ -88,7 +94,7 @@ pub async fn run(_config: Config, cmd: BenchCommand) -> Result<()> {
                         db.migrate().await?;
                         let baseline = Baseline::Sqlite(
                             sqlx::sqlite::SqlitePoolOptions::new()
-                                .max_connections(1)
+                                .max_connections(DbOptions::default().max_connections)
                                 .connect_with(
                                     sqlx::sqlite::SqliteConnectOptions::new()
                                         .filename(dir.join("bench.db"))
@@ -108,7 +114,7 @@ pub async fn run(_config: Config, cmd: BenchCommand) -> Result<()> {
                             .context("cannot create a scratch PostgreSQL database (is --pg-admin-url a superuser?)")?;
                         let db = scratch.app_db(&DbOptions::default()).await?;
                         let admin = sqlx::postgres::PgPoolOptions::new()
-                            .max_connections(1)
+                            .max_connections(DbOptions::default().max_connections)
                             .connect(&scratch.admin_url)
                             .await?;
                         let baseline = Baseline::Postgres(admin);
@@ -291,8 +297,10 @@ struct RawRow {
     wrapped: Option<Vec<u8>>,
 }
 
+/// One unscoped round; `$begin_read` opens the reading transactions as the scoped side
+/// does (`BEGIN READ ONLY` on PostgreSQL, a deferred `BEGIN` on SQLite).
 macro_rules! raw_round {
-    ($pool:expr, $f:expr, $ops:expr, $pb:expr) => {{
+    ($pool:expr, $f:expr, $ops:expr, $pb:expr, $begin_read:expr) => {{
         let mut ids = Vec::with_capacity($ops);
         let start = Instant::now();
         for _ in 0..$ops {
@@ -324,7 +332,7 @@ macro_rules! raw_round {
         let create = start.elapsed();
         let start = Instant::now();
         for id in &ids {
-            let mut tx = $pool.begin().await?;
+            let mut tx = $pool.begin_with($begin_read).await?;
             let row: RawRow = sqlx::query_as(RAW_GET)
                 .bind($f.tenant.as_uuid())
                 .bind(*id)
@@ -346,10 +354,10 @@ async fn baseline_round(
 ) -> Result<(Duration, Duration)> {
     let pb = bar(label, ops * 2);
     let out = match base {
-        Baseline::Sqlite(pool) => raw_round!(pool, f, ops, pb),
+        Baseline::Sqlite(pool) => raw_round!(pool, f, ops, pb, "BEGIN"),
         Baseline::Postgres(pool) => {
             // A superuser bypasses row-level security even on FORCEd tables.
-            raw_round!(pool, f, ops, pb)
+            raw_round!(pool, f, ops, pb, "BEGIN READ ONLY")
         }
     };
     pb.finish_and_clear();
@@ -369,13 +377,25 @@ async fn measure(name: &str, db: &Db, base: &Baseline, ops: usize, rounds: usize
     baseline_round(base, &f, warm, &format!("{name} warm-up unscoped")).await?;
     let (mut sc, mut sr, mut bc, mut br) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for round in 1..=rounds {
-        let (c, r) =
-            baseline_round(base, &f, ops, &format!("{name} round {round} unscoped")).await?;
-        bc.push(c);
-        br.push(r);
-        let (c, r) = scoped_round(db, &f, ops, &format!("{name} round {round} scoped")).await?;
-        sc.push(c);
-        sr.push(r);
+        // Alternate which mode goes first, so neither always meets the warmer cache.
+        for scoped_turn in if round % 2 == 0 {
+            [true, false]
+        } else {
+            [false, true]
+        } {
+            if scoped_turn {
+                let (c, r) =
+                    scoped_round(db, &f, ops, &format!("{name} round {round} scoped")).await?;
+                sc.push(c);
+                sr.push(r);
+            } else {
+                let (c, r) =
+                    baseline_round(base, &f, ops, &format!("{name} round {round} unscoped"))
+                        .await?;
+                bc.push(c);
+                br.push(r);
+            }
+        }
     }
     let rate = |d: Duration| ops as f64 / d.as_secs_f64();
     for (op, b, s) in [

@@ -181,7 +181,9 @@ pub async fn run(config: Config, cmd: KeysCommand) -> Result<()> {
                 .clone()
                 .context("[keys.pkcs11] (or PHIVAULT_PKCS11_MODULE) is not set")?;
             tokio::task::spawn_blocking(move || pkcs11::Pkcs11Provider::create_key(&cfg)).await??;
-            println!("created the marker key in the PKCS#11 token; tenant roots are created on first use");
+            println!(
+                "created the marker key in the PKCS#11 token; tenant roots are created on first use"
+            );
             Ok(())
         }
         KeysCommand::Status => {

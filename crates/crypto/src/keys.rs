@@ -93,6 +93,7 @@ pub struct WrappedDataKey {
 pub struct KeyService {
     provider: RwLock<Option<Arc<dyn KeyProvider>>>,
     keks: Mutex<HashMap<(TenantId, u32), (SecretKey, Instant)>>,
+    active: Mutex<HashMap<TenantId, u32>>,
 }
 
 impl fmt::Debug for KeyService {
@@ -126,6 +127,7 @@ impl KeyService {
         KeyService {
             provider: RwLock::new(None),
             keks: Mutex::new(HashMap::new()),
+            active: Mutex::new(HashMap::new()),
         }
     }
 
@@ -179,7 +181,26 @@ impl KeyService {
             .insert((tenant, version), (key.clone(), Instant::now()));
     }
 
+    fn cached_active(&self, tenant: TenantId) -> Option<u32> {
+        self.active
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&tenant)
+            .copied()
+    }
+
+    fn remember_active(&self, tenant: TenantId, version: u32) {
+        self.active
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(tenant, version);
+    }
+
     fn forget_tenant(&self, tenant: TenantId) {
+        self.active
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&tenant);
         self.keks
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -265,26 +286,62 @@ impl KeyService {
         kind: &str,
         now: DateTime<Utc>,
     ) -> Result<DataKey> {
-        let (version, kek) = self.active_kek(tx, now).await?;
         let key = SecretKey::generate()?;
+        // Fast path: the version this process last saw active, checked by the INSERT
+        // itself (it inserts nothing unless that version is still active), so a rotation
+        // elsewhere can never leave a data key wrapped under a retiring or destroyed KEK.
+        if let Some(version) = self.cached_active(tx.tenant()) {
+            if let Some(kek) = self.cached(tx.tenant(), version) {
+                if self
+                    .insert_wrapped(tx, id, kind, version, &kek, &key, now)
+                    .await?
+                {
+                    return Ok(DataKey { id, key });
+                }
+            }
+        }
+        let (version, kek) = self.active_kek(tx, now).await?;
+        if !self
+            .insert_wrapped(tx, id, kind, version, &kek, &key, now)
+            .await?
+        {
+            return Err(CryptoError::KeyNotFound);
+        }
+        self.remember_active(tx.tenant(), version);
+        Ok(DataKey { id, key })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn insert_wrapped(
+        &self,
+        tx: &mut TenantTx,
+        id: Uuid,
+        kind: &str,
+        version: u32,
+        kek: &SecretKey,
+        key: &SecretKey,
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
         let wrapped = envelope::seal(
-            &kek,
+            kek,
             kek_ref(tx.tenant(), version),
             &data_key_binding(tx.tenant(), id, kind),
             key.expose(),
         )?;
-        tx.query(
-            "INSERT INTO data_keys (tenant_id, id, kek_version, kind, wrapped, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6)",
-        )
-        .bind(id)
-        .bind(i64::from(version))
-        .bind(kind)
-        .bind(wrapped)
-        .bind(now)
-        .execute()
-        .await?;
-        Ok(DataKey { id, key })
+        let n = tx
+            .query(
+                "INSERT INTO data_keys (tenant_id, id, kek_version, kind, wrapped, created_at)
+                 SELECT k.tenant_id, $2, k.version, $4, $5, $6 FROM tenant_keks k
+                 WHERE k.tenant_id = $1 AND k.version = $3 AND k.state = 'active'",
+            )
+            .bind(id)
+            .bind(i64::from(version))
+            .bind(kind)
+            .bind(wrapped)
+            .bind(now)
+            .execute()
+            .await?;
+        Ok(n == 1)
     }
 
     /// Unwraps a data key row read alongside its record.

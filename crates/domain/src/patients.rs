@@ -159,7 +159,11 @@ pub async fn create(
     let id = PatientId::generate();
     let t = tx.tenant();
     let index = keys.blind_index_key(tx, now).await?.index("mrn", &mrn);
-    let ssn = new.ssn.as_ref().map(|s| normalize_ssn(s.expose())).transpose()?;
+    let ssn = new
+        .ssn
+        .as_ref()
+        .map(|s| normalize_ssn(s.expose()))
+        .transpose()?;
     let ssn_index = match &ssn {
         Some(v) => Some(keys.blind_index_key(tx, now).await?.index("ssn", v)),
         None => None,

@@ -97,10 +97,17 @@ pub(crate) async fn list_patients(
     let mut tx = s.scope.begin(&st.db, TxMode::Read).await?;
     let list = match (&page.mrn, &page.ssn) {
         (Some(_), Some(_)) => {
-            return Err(ApiError::bad_request("invalid_query", "give mrn or ssn, not both"));
+            return Err(ApiError::bad_request(
+                "invalid_query",
+                "give mrn or ssn, not both",
+            ));
         }
-        (Some(mrn), None) => patients::find_by_mrn(&mut tx, &st.keys, s.scope.practices(), mrn).await?,
-        (None, Some(ssn)) => patients::find_by_ssn(&mut tx, &st.keys, s.scope.practices(), ssn).await?,
+        (Some(mrn), None) => {
+            patients::find_by_mrn(&mut tx, &st.keys, s.scope.practices(), mrn).await?
+        }
+        (None, Some(ssn)) => {
+            patients::find_by_ssn(&mut tx, &st.keys, s.scope.practices(), ssn).await?
+        }
         (None, None) => {
             let after = page.after.map(PatientId::from_uuid);
             patients::list(&mut tx, &st.keys, s.scope.practices(), after, limit).await?
