@@ -290,15 +290,16 @@ impl KeyService {
         // Fast path: the version this process last saw active, checked by the INSERT
         // itself (it inserts nothing unless that version is still active), so a rotation
         // elsewhere can never leave a data key wrapped under a retiring or destroyed KEK.
-        if let Some(version) = self.cached_active(tx.tenant()) {
-            if let Some(kek) = self.cached(tx.tenant(), version) {
-                if self
-                    .insert_wrapped(tx, id, kind, version, &kek, &key, now)
-                    .await?
-                {
-                    return Ok(DataKey { id, key });
-                }
-            }
+        let tenant = tx.tenant();
+        let cached = self
+            .cached_active(tenant)
+            .and_then(|v| self.cached(tenant, v).map(|k| (v, k)));
+        if let Some((version, kek)) = cached
+            && self
+                .insert_wrapped(tx, id, kind, version, &kek, &key, now)
+                .await?
+        {
+            return Ok(DataKey { id, key });
         }
         let (version, kek) = self.active_kek(tx, now).await?;
         if !self
