@@ -230,23 +230,14 @@ pub async fn find_by_mrn(
     scope: PracticeScope,
     mrn: &str,
 ) -> Result<Vec<Patient>> {
-    let Some(index_key) = keys.existing_blind_index_key(tx).await? else {
-        return Ok(Vec::new());
-    };
-    let index = index_key.index("mrn", mrn);
-    let rows: Vec<Row> = tx
-        .query(select_patients!(
-            "
-             WHERE p.tenant_id = $1 AND p.mrn_index = $3 AND ($2 IS NULL
-                 OR EXISTS (SELECT 1 FROM users u WHERE u.tenant_id = $1 AND u.id = $2 AND u.all_practices)
-                 OR p.practice_id IN (SELECT g.practice_id FROM user_practices g WHERE g.tenant_id = $1 AND g.user_id = $2))
-             ORDER BY p.id"
-        ))
-        .bind(scope.as_param())
-        .bind(&index[..])
-        .fetch_all()
-        .await?;
-    decrypt_all(tx, keys, rows).await
+    let sql = select_patients!(
+        "
+         WHERE p.tenant_id = $1 AND p.mrn_index = $3 AND ($2 IS NULL
+             OR EXISTS (SELECT 1 FROM users u WHERE u.tenant_id = $1 AND u.id = $2 AND u.all_practices)
+             OR p.practice_id IN (SELECT g.practice_id FROM user_practices g WHERE g.tenant_id = $1 AND g.user_id = $2))
+         ORDER BY p.id"
+    );
+    find_by_index(tx, keys, scope, "mrn", mrn, sql).await
 }
 
 /// Patients visible in `scope` whose SSN is `ssn` (exact match through the blind index).
@@ -257,18 +248,32 @@ pub async fn find_by_ssn(
     ssn: &str,
 ) -> Result<Vec<Patient>> {
     let ssn = normalize_ssn(ssn)?;
+    let sql = select_patients!(
+        "
+         WHERE p.tenant_id = $1 AND p.ssn_index = $3 AND ($2 IS NULL
+             OR EXISTS (SELECT 1 FROM users u WHERE u.tenant_id = $1 AND u.id = $2 AND u.all_practices)
+             OR p.practice_id IN (SELECT g.practice_id FROM user_practices g WHERE g.tenant_id = $1 AND g.user_id = $2))
+         ORDER BY p.id"
+    );
+    find_by_index(tx, keys, scope, "ssn", &ssn, sql).await
+}
+
+/// Runs `sql` (which filters on one index column as `$3`) with the blind index of
+/// `value` in `field`. A tenant without an index key has nothing indexed.
+async fn find_by_index(
+    tx: &mut TenantTx,
+    keys: &KeyService,
+    scope: PracticeScope,
+    field: &str,
+    value: &str,
+    sql: &'static str,
+) -> Result<Vec<Patient>> {
     let Some(index_key) = keys.existing_blind_index_key(tx).await? else {
         return Ok(Vec::new());
     };
-    let index = index_key.index("ssn", &ssn);
+    let index = index_key.index(field, value);
     let rows: Vec<Row> = tx
-        .query(select_patients!(
-            "
-             WHERE p.tenant_id = $1 AND p.ssn_index = $3 AND ($2 IS NULL
-                 OR EXISTS (SELECT 1 FROM users u WHERE u.tenant_id = $1 AND u.id = $2 AND u.all_practices)
-                 OR p.practice_id IN (SELECT g.practice_id FROM user_practices g WHERE g.tenant_id = $1 AND g.user_id = $2))
-             ORDER BY p.id"
-        ))
+        .query(sql)
         .bind(scope.as_param())
         .bind(&index[..])
         .fetch_all()

@@ -315,23 +315,7 @@ async fn pg_tenant_shred_makes_a_copy_unreadable() {
     let kept = seed(&db, &keys, "kept").await;
     db.close().await;
     // The copy: a new database cloned from the live one, as a restored backup would be.
-    let copy_name = format!("{}_copy", scratch.name);
-    let admin = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(1)
-        .connect(&scratch.admin_url)
-        .await
-        .unwrap();
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "CREATE DATABASE {copy_name} TEMPLATE {}",
-        scratch.name
-    )))
-    .execute(&admin)
-    .await
-    .unwrap();
-    admin.close().await;
-    let copy_url = scratch
-        .app_url
-        .replace(&format!("/{}", scratch.name), &format!("/{copy_name}"));
+    let copy_url = pg_copy(&scratch).await;
 
     let db = scratch.app_db(&DbOptions::default()).await.unwrap();
     let mut tx = db.begin_tenant(doomed.tenant, TxMode::Write).await.unwrap();
@@ -352,6 +336,28 @@ async fn pg_tenant_shred_makes_a_copy_unreadable() {
         CANARIES[2]
     );
     copy.close().await;
+}
+
+/// Clones the scratch database, as a restored backup would be; returns its serving-role
+/// URL. Connections to the source must be closed.
+async fn pg_copy(scratch: &phivault_store::scratch::ScratchPg) -> String {
+    let copy_name = format!("{}_copy", scratch.name);
+    let admin = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&scratch.admin_url)
+        .await
+        .unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "CREATE DATABASE {copy_name} TEMPLATE {}",
+        scratch.name
+    )))
+    .execute(&admin)
+    .await
+    .unwrap();
+    admin.close().await;
+    scratch
+        .app_url
+        .replace(&format!("/{}", scratch.name), &format!("/{copy_name}"))
 }
 
 async fn erase_then_rotate(db: &Db, copy: &Db, keys: &KeyService, s: &Seeded) {
@@ -435,23 +441,7 @@ async fn pg_erase_and_rotation_make_a_copy_unreadable() {
     let db = scratch.app_db(&DbOptions::default()).await.unwrap();
     let s = seed(&db, &keys, "erase").await;
     db.close().await;
-    let copy_name = format!("{}_copy", scratch.name);
-    let admin = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(1)
-        .connect(&scratch.admin_url)
-        .await
-        .unwrap();
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "CREATE DATABASE {copy_name} TEMPLATE {}",
-        scratch.name
-    )))
-    .execute(&admin)
-    .await
-    .unwrap();
-    admin.close().await;
-    let copy_url = scratch
-        .app_url
-        .replace(&format!("/{}", scratch.name), &format!("/{copy_name}"));
+    let copy_url = pg_copy(&scratch).await;
     let db = scratch.app_db(&DbOptions::default()).await.unwrap();
     let copy = Db::connect(&copy_url, &DbOptions::default()).await.unwrap();
     erase_then_rotate(&db, &copy, &keys, &s).await;
