@@ -21,7 +21,8 @@ use crate::setup;
 #[derive(Subcommand)]
 pub enum KeysCommand {
     /// Create the local keyring (a root key sealed by a passphrase through argon2id). The
-    /// passphrase comes from PHIVAULT_KEYRING_PASSPHRASE, --passphrase-file, or standard
+    /// passphrase comes from PHIVAULT_KEYRING_PASSPHRASE, keys.passphrase_file
+    /// (PHIVAULT_KEYRING_PASSPHRASE_FILE), or standard
     /// input.
     Init {
         /// Create a development keyring with an empty passphrase (unfit for PHI).
