@@ -187,6 +187,7 @@ async fn fixture(db: &Db) -> Result<Fixture> {
             family_name: Phi::new("Patient".into()),
             date_of_birth: Phi::new(NaiveDate::from_ymd_opt(1980, 1, 1).unwrap_or_default()),
             ssn: None,
+            identifiers: Vec::new(),
         },
         now,
     )

@@ -30,6 +30,8 @@ pub struct Patient {
     pub date_of_birth: Phi<NaiveDate>,
     /// US Social Security number, if recorded (digits only).
     pub ssn: Option<Phi<String>>,
+    /// Further identifiers, by kind.
+    pub identifiers: Vec<Identifier>,
     /// When the record was created.
     pub created_at: DateTime<Utc>,
 }
@@ -49,6 +51,41 @@ pub struct NewPatient {
     pub date_of_birth: Phi<NaiveDate>,
     /// US Social Security number (9 digits, dashes allowed), if recorded.
     pub ssn: Option<Phi<String>>,
+    /// Further identifiers (at most one per kind, at most 10).
+    pub identifiers: Vec<Identifier>,
+}
+
+/// A further patient identifier: an insurance member id, a driver's licence number, a
+/// chart number of another system. Every identifier is treated as sensitive: sealed under
+/// the patient's data key and found only by blind index.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct Identifier {
+    /// The kind, chosen by the tenant: `a-z`, digits and `_`, 2 to 40 characters.
+    pub kind: String,
+    /// The value.
+    pub value: Phi<String>,
+}
+
+const MAX_IDENTIFIERS: usize = 10;
+
+fn check_kind(kind: &str) -> Result<()> {
+    let ok = (2..=40).contains(&kind.len())
+        && kind.starts_with(|c: char| c.is_ascii_lowercase())
+        && kind
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(
+            "identifiers.kind",
+            "must be 2-40 of a-z, 0-9 and _, starting with a letter",
+        ))
+    }
+}
+
+fn identifier_field(kind: &str) -> String {
+    format!("identifier:{kind}")
 }
 
 const KIND: &str = "patient";
@@ -104,7 +141,21 @@ async fn decrypt(tx: &mut TenantTx, keys: &KeyService, r: Row) -> Result<Patient
     let dk = keys.unwrap_data_key(tx, &wrapped).await?;
     let t = tx.tenant();
     let dob = text(dk.open(&binding(t, r.id, "date_of_birth"), &r.date_of_birth)?)?;
+    let sealed_identifiers: Vec<(String, Vec<u8>)> = tx
+        .query("SELECT kind, value FROM patient_identifiers WHERE tenant_id = $1 AND patient_id = $2 ORDER BY kind")
+        .bind(r.id)
+        .fetch_all()
+        .await?;
+    let mut identifiers = Vec::with_capacity(sealed_identifiers.len());
+    for (kind, sealed) in sealed_identifiers {
+        let value = text(dk.open(&binding(t, r.id, &identifier_field(&kind)), &sealed)?)?;
+        identifiers.push(Identifier {
+            kind,
+            value: Phi::new(value),
+        });
+    }
     Ok(Patient {
+        identifiers,
         id: PatientId::from_uuid(r.id),
         practice_id: PracticeId::from_uuid(r.practice_id),
         mrn: Phi::new(text(dk.open(&binding(t, r.id, "mrn"), &r.mrn)?)?),
@@ -168,6 +219,21 @@ pub async fn create(
         Some(v) => Some(keys.blind_index_key(tx, now).await?.index("ssn", v)),
         None => None,
     };
+    if new.identifiers.len() > MAX_IDENTIFIERS {
+        return Err(invalid("identifiers", "at most 10 identifiers"));
+    }
+    let mut identifiers = Vec::with_capacity(new.identifiers.len());
+    for ident in &new.identifiers {
+        check_kind(&ident.kind)?;
+        let value = validate::text("identifiers.value", ident.value.expose(), 128)?;
+        if identifiers
+            .iter()
+            .any(|(k, _): &(String, String)| *k == ident.kind)
+        {
+            return Err(invalid("identifiers", "name each kind at most once"));
+        }
+        identifiers.push((ident.kind.clone(), value));
+    }
     let dk = keys.new_data_key(tx, KIND, now).await?;
     let u = id.as_uuid();
     tx.query(
@@ -191,6 +257,22 @@ pub async fn create(
     .execute()
     .await
     .map_err(on_write("patient"))?;
+    if !identifiers.is_empty() {
+        let index_key = keys.blind_index_key(tx, now).await?;
+        for (kind, value) in &identifiers {
+            let field = identifier_field(kind);
+            tx.query(
+                "INSERT INTO patient_identifiers (tenant_id, patient_id, kind, value, value_index)
+                 VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(id)
+            .bind(kind.as_str())
+            .bind(dk.seal(&binding(t, u, &field), value.as_bytes())?)
+            .bind(&index_key.index(&field, value)[..])
+            .execute()
+            .await?;
+        }
+    }
     Ok(Patient {
         id,
         practice_id: new.practice_id,
@@ -199,6 +281,13 @@ pub async fn create(
         family_name: Phi::new(family),
         date_of_birth: Phi::new(dob),
         ssn: ssn.map(Phi::new),
+        identifiers: identifiers
+            .into_iter()
+            .map(|(kind, v)| Identifier {
+                kind,
+                value: Phi::new(v),
+            })
+            .collect(),
         created_at: now,
     })
 }
@@ -256,6 +345,28 @@ pub async fn find_by_ssn(
          ORDER BY p.id"
     );
     find_by_index(tx, keys, scope, "ssn", &ssn, sql).await
+}
+
+/// Patients visible in `scope` with identifier `kind` equal to `value` (exact match
+/// through the blind index).
+pub async fn find_by_identifier(
+    tx: &mut TenantTx,
+    keys: &KeyService,
+    scope: PracticeScope,
+    kind: &str,
+    value: &str,
+) -> Result<Vec<Patient>> {
+    check_kind(kind)?;
+    let sql = select_patients!(
+        "
+         WHERE p.tenant_id = $1 AND p.id IN (SELECT i.patient_id FROM patient_identifiers i
+                                             WHERE i.tenant_id = $1 AND i.value_index = $3)
+           AND ($2 IS NULL
+             OR EXISTS (SELECT 1 FROM users u WHERE u.tenant_id = $1 AND u.id = $2 AND u.all_practices)
+             OR p.practice_id IN (SELECT g.practice_id FROM user_practices g WHERE g.tenant_id = $1 AND g.user_id = $2))
+         ORDER BY p.id"
+    );
+    find_by_index(tx, keys, scope, &identifier_field(kind), value, sql).await
 }
 
 /// Runs `sql` (which filters on one index column as `$3`) with the blind index of

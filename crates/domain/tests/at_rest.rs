@@ -8,7 +8,7 @@ use chrono::{NaiveDate, Utc};
 use phivault_crypto::keys::KeyService;
 use phivault_crypto::{CryptoError, keyring};
 use phivault_domain::encounters::{self, NewEncounter};
-use phivault_domain::patients::{self, NewPatient};
+use phivault_domain::patients::{self, Identifier, NewPatient};
 use phivault_domain::users::{NewUser, PracticeAccess, Role};
 use phivault_domain::{
     DomainError, PatientId, Phi, PracticeScope, TenantId, UserId, practices, tenants, users,
@@ -24,6 +24,7 @@ const CANARIES: [&str; 4] = [
 const CANARY_DOB: &str = "1911-11-11";
 /// A synthetic SSN (no real SSN starts with 9).
 const CANARY_SSN: &str = "91122333";
+const CANARY_MEMBER: &str = "CanaryMember9Z";
 
 /// A local provider with its keyring and tenant roots in `dir`, apart from the data.
 fn local_keys(dir: &Path) -> Arc<KeyService> {
@@ -81,6 +82,10 @@ async fn seed(db: &Db, keys: &KeyService, slug: &str) -> Seeded {
                 family_name: Phi::new(CANARIES[2].into()),
                 date_of_birth: Phi::new(NaiveDate::parse_from_str(CANARY_DOB, "%Y-%m-%d").unwrap()),
                 ssn: Some(Phi::new(format!("{CANARY_SSN}{n}"))),
+                identifiers: vec![Identifier {
+                    kind: "insurance_member_id".into(),
+                    value: Phi::new(format!("{CANARY_MEMBER}{n}")),
+                }],
             },
             now,
         )
@@ -112,7 +117,11 @@ async fn seed(db: &Db, keys: &KeyService, slug: &str) -> Seeded {
 
 fn needles() -> Vec<Vec<u8>> {
     let mut out = Vec::new();
-    for c in CANARIES.iter().copied().chain([CANARY_DOB, CANARY_SSN]) {
+    for c in CANARIES
+        .iter()
+        .copied()
+        .chain([CANARY_DOB, CANARY_SSN, CANARY_MEMBER])
+    {
         out.push(c.as_bytes().to_vec());
         out.push(c.to_uppercase().into_bytes());
         // As PostgreSQL renders bytea in text.

@@ -56,6 +56,7 @@ fn new_patient(practice: PracticeId, n: u32) -> NewPatient {
         family_name: Phi::new(format!("Patient{n}")),
         date_of_birth: dob(),
         ssn: None,
+        identifiers: Vec::new(),
     }
 }
 
@@ -389,6 +390,36 @@ async fn invalid_input_is_refused_without_echo(db: &Db) {
         !err.to_string().contains("99999"),
         "error echoes the value: {err}"
     );
+    let mut dup_kinds = new_patient(w.p1, 7);
+    dup_kinds.identifiers = vec![
+        patients::Identifier {
+            kind: "member_id".into(),
+            value: Phi::new("A1".into()),
+        },
+        patients::Identifier {
+            kind: "member_id".into(),
+            value: Phi::new("A2".into()),
+        },
+    ];
+    assert!(matches!(
+        patients::create(&mut tx, &k, PracticeScope::All, dup_kinds, now).await,
+        Err(DomainError::Invalid {
+            field: "identifiers",
+            ..
+        })
+    ));
+    let mut bad_kind = new_patient(w.p1, 8);
+    bad_kind.identifiers = vec![patients::Identifier {
+        kind: "Bad Kind!".into(),
+        value: Phi::new("A1".into()),
+    }];
+    assert!(matches!(
+        patients::create(&mut tx, &k, PracticeScope::All, bad_kind, now).await,
+        Err(DomainError::Invalid {
+            field: "identifiers.kind",
+            ..
+        })
+    ));
     let dup = NewUser {
         email: "OWNER@example.test".into(),
         display_name: "Synthetic Duplicate".into(),

@@ -21,6 +21,7 @@ pub const APP_GRANTS: &[(&str, &str)] = &[
     ("tenant_keks", "SELECT, INSERT, UPDATE"),
     ("data_keys", "SELECT, INSERT, UPDATE"),
     ("patients", "SELECT, INSERT, UPDATE, DELETE"),
+    ("patient_identifiers", "SELECT, INSERT, UPDATE, DELETE"),
     ("encounters", "SELECT, INSERT, UPDATE, DELETE"),
 ];
 

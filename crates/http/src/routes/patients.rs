@@ -2,7 +2,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use chrono::{DateTime, NaiveDate, Utc};
-use phivault_domain::patients::{self, NewPatient, Patient};
+use phivault_domain::patients::{self, Identifier, NewPatient, Patient};
 use phivault_domain::{PatientId, Phi, PracticeId};
 use phivault_store::TxMode;
 use serde::{Deserialize, Serialize};
@@ -24,7 +24,20 @@ pub(crate) struct PatientView {
     date_of_birth: NaiveDate,
     /// US Social Security number (nine digits), if recorded.
     ssn: Option<String>,
+    /// Further identifiers.
+    identifiers: Vec<IdentifierView>,
     created_at: DateTime<Utc>,
+}
+
+/// A further identifier of a patient (PHI, stored sealed and blind-indexed).
+#[derive(Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct IdentifierView {
+    /// The kind: `a-z`, digits and `_`, 2 to 40 characters (e.g. `insurance_member_id`).
+    kind: String,
+    /// The value, 1 to 128 characters.
+    #[schema(value_type = String)]
+    value: Phi<String>,
 }
 
 impl From<Patient> for PatientView {
@@ -37,6 +50,14 @@ impl From<Patient> for PatientView {
             family_name: p.family_name.into_inner(),
             date_of_birth: p.date_of_birth.into_inner(),
             ssn: p.ssn.map(Phi::into_inner),
+            identifiers: p
+                .identifiers
+                .into_iter()
+                .map(|i| IdentifierView {
+                    kind: i.kind,
+                    value: i.value,
+                })
+                .collect(),
             created_at: p.created_at,
         }
     }
@@ -62,6 +83,10 @@ pub(crate) struct CreatePatient {
     #[schema(value_type = Option<String>)]
     #[serde(default)]
     ssn: Option<Phi<String>>,
+    /// Further identifiers, at most one per kind, at most 10; all stored sealed and
+    /// blind-indexed.
+    #[serde(default)]
+    identifiers: Vec<IdentifierView>,
 }
 
 /// Filters and paging for the patient list.
@@ -72,6 +97,10 @@ pub(crate) struct PatientQuery {
     mrn: Option<String>,
     /// Exact SSN, likewise.
     ssn: Option<String>,
+    /// With `identifier_value`: the kind of identifier to match exactly.
+    identifier_kind: Option<String>,
+    /// With `identifier_kind`: the value to match exactly.
+    identifier_value: Option<String>,
     /// Items per page, 1 to 200 (default 50).
     limit: Option<u32>,
     /// Return items after this id.
@@ -95,22 +124,31 @@ pub(crate) async fn list_patients(
 ) -> Result<Json<Vec<PatientView>>, ApiError> {
     let limit = page_limit(page.limit)?;
     let mut tx = s.scope.begin(&st.db, TxMode::Read).await?;
-    let list = match (&page.mrn, &page.ssn) {
-        (Some(_), Some(_)) => {
+    let practices = s.scope.practices();
+    let list = match (
+        &page.mrn,
+        &page.ssn,
+        &page.identifier_kind,
+        &page.identifier_value,
+    ) {
+        (None, None, None, None) => {
+            let after = page.after.map(PatientId::from_uuid);
+            patients::list(&mut tx, &st.keys, practices, after, limit).await?
+        }
+        (Some(mrn), None, None, None) => {
+            patients::find_by_mrn(&mut tx, &st.keys, practices, mrn).await?
+        }
+        (None, Some(ssn), None, None) => {
+            patients::find_by_ssn(&mut tx, &st.keys, practices, ssn).await?
+        }
+        (None, None, Some(kind), Some(value)) => {
+            patients::find_by_identifier(&mut tx, &st.keys, practices, kind, value).await?
+        }
+        _ => {
             return Err(ApiError::bad_request(
                 "invalid_query",
-                "give mrn or ssn, not both",
+                "give at most one of mrn, ssn, or identifier_kind with identifier_value",
             ));
-        }
-        (Some(mrn), None) => {
-            patients::find_by_mrn(&mut tx, &st.keys, s.scope.practices(), mrn).await?
-        }
-        (None, Some(ssn)) => {
-            patients::find_by_ssn(&mut tx, &st.keys, s.scope.practices(), ssn).await?
-        }
-        (None, None) => {
-            let after = page.after.map(PatientId::from_uuid);
-            patients::list(&mut tx, &st.keys, s.scope.practices(), after, limit).await?
         }
     };
     tx.commit().await?;
@@ -135,6 +173,14 @@ pub(crate) async fn create_patient(
         family_name: body.family_name,
         date_of_birth: body.date_of_birth,
         ssn: body.ssn,
+        identifiers: body
+            .identifiers
+            .into_iter()
+            .map(|i| Identifier {
+                kind: i.kind,
+                value: i.value,
+            })
+            .collect(),
     };
     let mut tx = s.scope.begin(&st.db, TxMode::Write).await?;
     let patient = patients::create(&mut tx, &st.keys, s.scope.practices(), new, st.now()).await?;

@@ -122,6 +122,19 @@ CREATE INDEX patients_practice ON patients (tenant_id, practice_id);
 CREATE INDEX patients_mrn ON patients (tenant_id, mrn_index);
 CREATE INDEX patients_ssn ON patients (tenant_id, ssn_index) WHERE ssn_index IS NOT NULL;
 
+-- Further patient identifiers (insurance member id, driver's licence, ...): every one is
+-- treated as sensitive, sealed under the patient's data key and found by blind index.
+CREATE TABLE patient_identifiers (
+    tenant_id    uuid NOT NULL,
+    patient_id   uuid NOT NULL,
+    kind         text NOT NULL CHECK (kind ~ '^[a-z][a-z0-9_]{1,39}$'),
+    value        bytea NOT NULL,
+    value_index  bytea NOT NULL CHECK (length(value_index) = 32),
+    PRIMARY KEY (tenant_id, patient_id, kind),
+    FOREIGN KEY (tenant_id, patient_id) REFERENCES patients (tenant_id, id) ON DELETE CASCADE
+);
+CREATE INDEX patient_identifiers_lookup ON patient_identifiers (tenant_id, kind, value_index);
+
 CREATE TABLE encounters (
     tenant_id    uuid NOT NULL,
     id           uuid NOT NULL,
@@ -146,7 +159,8 @@ DO $$
 DECLARE t text;
 BEGIN
     FOREACH t IN ARRAY ARRAY['practices', 'users', 'user_roles', 'user_practices',
-                             'api_tokens', 'tenant_keks', 'data_keys', 'patients', 'encounters'] LOOP
+                             'api_tokens', 'tenant_keks', 'data_keys', 'patients', 'patient_identifiers',
+                             'encounters'] LOOP
         EXECUTE format('ALTER TABLE %I ENABLE ROW LEVEL SECURITY', t);
         EXECUTE format('ALTER TABLE %I FORCE ROW LEVEL SECURITY', t);
         EXECUTE format('CREATE POLICY tenant_isolation ON %I

@@ -113,6 +113,17 @@ CREATE INDEX patients_practice ON patients (tenant_id, practice_id);
 CREATE INDEX patients_mrn ON patients (tenant_id, mrn_index);
 CREATE INDEX patients_ssn ON patients (tenant_id, ssn_index) WHERE ssn_index IS NOT NULL;
 
+CREATE TABLE patient_identifiers (
+    tenant_id    BLOB NOT NULL,
+    patient_id   BLOB NOT NULL,
+    kind         TEXT NOT NULL CHECK (length(kind) BETWEEN 2 AND 40),
+    value        BLOB NOT NULL,
+    value_index  BLOB NOT NULL CHECK (length(value_index) = 32),
+    PRIMARY KEY (tenant_id, patient_id, kind),
+    FOREIGN KEY (tenant_id, patient_id) REFERENCES patients (tenant_id, id) ON DELETE CASCADE
+) STRICT;
+CREATE INDEX patient_identifiers_lookup ON patient_identifiers (tenant_id, kind, value_index);
+
 CREATE TABLE encounters (
     tenant_id    BLOB NOT NULL,
     id           BLOB NOT NULL,
