@@ -43,6 +43,8 @@ pub struct AppState {
     /// Turns the local keyring's passphrase into a provider (`None` for providers that
     /// are not unsealed by passphrase).
     pub unsealer: Option<Unsealer>,
+    /// One unseal attempt at a time, so passphrase guessing is as slow as the KDF allows.
+    pub(crate) unseal_lock: Arc<tokio::sync::Mutex<()>>,
     /// Edge settings.
     pub http: HttpConfig,
     clock: Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>,
@@ -56,6 +58,7 @@ impl AppState {
             objects,
             keys,
             unsealer: None,
+            unseal_lock: Arc::new(tokio::sync::Mutex::new(())),
             http,
             clock: Arc::new(Utc::now),
         }

@@ -85,17 +85,32 @@ pub(crate) async fn unseal(
             "this server's key provider is not unsealed by passphrase",
         ));
     };
+    // One attempt at a time, each as slow as argon2id makes it, plus a pause after a
+    // failure: guessing the passphrase through this endpoint stays impractical.
+    let _turn = st.unseal_lock.lock().await;
+    if st.keys.status() != KeyStatus::Sealed {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "already_unsealed",
+            "the keys are already unsealed",
+        ));
+    }
     // Key derivation is deliberately slow (argon2id), so it runs off the async workers.
-    let provider = tokio::task::spawn_blocking(move || unsealer(&passphrase))
+    let result = tokio::task::spawn_blocking(move || unsealer(&passphrase))
         .await
-        .map_err(|_| ApiError::internal())?
-        .map_err(|_| {
-            ApiError::new(
+        .map_err(|_| ApiError::internal())?;
+    let provider = match result {
+        Ok(p) => p,
+        Err(_) => {
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            tracing::warn!("unseal attempt with a wrong passphrase");
+            return Err(ApiError::new(
                 StatusCode::FORBIDDEN,
                 "unseal_failed",
                 "wrong passphrase, or the keyring is damaged",
-            )
-        })?;
+            ));
+        }
+    };
     st.keys.unseal(provider);
     tracing::info!("keys unsealed by an operator on the server host");
     Ok(Json(keys_view(&st)))
