@@ -261,7 +261,54 @@ fn cases(t: &TenantFixture, practice: &str, patient_id: &str) -> Cases {
     c.post_json(
         "unknown field",
         "patients",
-        with(valid.clone(), "ssn", json!("000-00-0000")),
+        with(valid.clone(), "religion", json!("synthetic-unknown-field")),
+        422,
+        "invalid_body",
+    );
+    c.post_json(
+        "malformed ssn",
+        "patients",
+        with(valid.clone(), "ssn", json!("12-345")),
+        422,
+        "invalid_field",
+    );
+    c.post_json(
+        "ssn of the wrong type",
+        "patients",
+        with(valid.clone(), "ssn", json!(123456789)),
+        422,
+        "invalid_body",
+    );
+    c.post_json(
+        "identifier of a malformed kind",
+        "patients",
+        with(
+            valid.clone(),
+            "identifiers",
+            json!([{"kind": "Bad Kind!", "value": "X1"}]),
+        ),
+        422,
+        "invalid_field",
+    );
+    c.post_json(
+        "identifier kind named twice",
+        "patients",
+        with(
+            valid.clone(),
+            "identifiers",
+            json!([{"kind": "member_id", "value": "X1"}, {"kind": "member_id", "value": "X2"}]),
+        ),
+        422,
+        "invalid_field",
+    );
+    c.post_json(
+        "identifier with an unknown field",
+        "patients",
+        with(
+            valid.clone(),
+            "identifiers",
+            json!([{"kind": "member_id", "value": "X1", "note": "n"}]),
+        ),
         422,
         "invalid_body",
     );
