@@ -1,8 +1,10 @@
 //! Encounters: one visit of a patient with a provider, in the patient's practice.
 
 use chrono::{DateTime, Utc};
-use phivault_crypto::keys::{KeyService, WrappedDataKey};
-use phivault_crypto::{Binding, CryptoError};
+use phivault_crypto::keys::KeyService;
+
+use crate::sealed::{DataKeyColumns, data_key_columns, text};
+use phivault_crypto::Binding;
 use phivault_store::{TenantId, TenantTx};
 use serde::Serialize;
 use uuid::Uuid;
@@ -65,20 +67,20 @@ struct Row {
     reason: Option<Vec<u8>>,
     started_at: DateTime<Utc>,
     created_at: DateTime<Utc>,
-    dk_id: Uuid,
-    dk_kek_version: i64,
-    dk_kind: String,
-    dk_wrapped: Option<Vec<u8>>,
+    #[sqlx(flatten)]
+    dk: DataKeyColumns,
 }
 
 /// An encounter query: the row with its wrapped data key, then `$rest`.
 macro_rules! select_encounters {
-    ($rest:literal) => {
+    ($($rest:expr),+ $(,)?) => {
         concat!(
             "SELECT e.id, e.patient_id, e.practice_id, e.provider_id, e.status, e.reason, e.started_at, e.created_at,
-                    k.id AS dk_id, k.kek_version AS dk_kek_version, k.kind AS dk_kind, k.wrapped AS dk_wrapped
+                    ",
+            data_key_columns!(),
+            "
              FROM encounters e JOIN data_keys k ON k.tenant_id = e.tenant_id AND k.id = e.data_key_id",
-            $rest
+            $($rest),+
         )
     };
 }
@@ -87,17 +89,10 @@ async fn decrypt(tx: &mut TenantTx, keys: &KeyService, r: Row) -> Result<Encount
     let reason = match &r.reason {
         None => None,
         Some(sealed) => {
-            let wrapped = WrappedDataKey {
-                id: r.dk_id,
-                kek_version: r.dk_kek_version,
-                kind: r.dk_kind.clone(),
-                wrapped: r.dk_wrapped.clone(),
-            };
-            let dk = keys.unwrap_data_key(tx, &wrapped).await?;
-            let plain = dk.open(&binding(tx.tenant(), r.id, "reason"), sealed)?;
-            Some(Phi::new(
-                String::from_utf8(plain).map_err(|_| DomainError::Crypto(CryptoError::Decrypt))?,
-            ))
+            let dk = keys.unwrap_data_key(tx, &r.dk.wrapped()).await?;
+            Some(Phi::new(text(
+                dk.open(&binding(tx.tenant(), r.id, "reason"), sealed)?,
+            )?))
         }
     };
     Ok(Encounter {
@@ -136,15 +131,12 @@ pub async fn create(
     // One statement: the patient's practice is read and its visibility in `scope` checked
     // by the INSERT itself, so a patient outside the caller's practices inserts nothing.
     let inserted: Option<(Uuid, Uuid)> = tx
-        .query(
+        .query(concat!(
             "INSERT INTO encounters (tenant_id, id, patient_id, practice_id, provider_id, data_key_id, status, reason, started_at, created_at)
              SELECT p.tenant_id, $3, p.id, p.practice_id, $5, $9, 'open', $6, $7, $8
              FROM patients p
-             WHERE p.tenant_id = $1 AND p.id = $4 AND ($2 IS NULL
-                 OR EXISTS (SELECT 1 FROM users u WHERE u.tenant_id = $1 AND u.id = $2 AND u.all_practices)
-                 OR p.practice_id IN (SELECT g.practice_id FROM user_practices g WHERE g.tenant_id = $1 AND g.user_id = $2))
-             RETURNING patient_id, practice_id",
-        )
+             WHERE p.tenant_id = $1 AND p.id = $4 AND ", in_scope!("p.practice_id"), "
+             RETURNING patient_id, practice_id"))
         .bind(scope.as_param())
         .bind(id)
         .bind(new.patient_id)
@@ -177,12 +169,12 @@ pub async fn get(
     id: EncounterId,
 ) -> Result<Encounter> {
     let row: Option<Row> = tx
-        .query(
-            select_encounters!("
-             WHERE e.tenant_id = $1 AND e.id = $3 AND ($2 IS NULL
-                 OR EXISTS (SELECT 1 FROM users u WHERE u.tenant_id = $1 AND u.id = $2 AND u.all_practices)
-                 OR e.practice_id IN (SELECT g.practice_id FROM user_practices g WHERE g.tenant_id = $1 AND g.user_id = $2))"),
-        )
+        .query(select_encounters!(
+            "
+             WHERE e.tenant_id = $1 AND e.id = $3 AND ",
+            in_scope!("e.practice_id"),
+            ""
+        ))
         .bind(scope.as_param())
         .bind(id)
         .fetch_optional()
@@ -202,15 +194,15 @@ pub async fn list(
     limit: u32,
 ) -> Result<Vec<Encounter>> {
     let rows: Vec<Row> = tx
-        .query(
-            select_encounters!("
-             WHERE e.tenant_id = $1 AND ($2 IS NULL
-                 OR EXISTS (SELECT 1 FROM users u WHERE u.tenant_id = $1 AND u.id = $2 AND u.all_practices)
-                 OR e.practice_id IN (SELECT g.practice_id FROM user_practices g WHERE g.tenant_id = $1 AND g.user_id = $2))
+        .query(select_encounters!(
+            "
+             WHERE e.tenant_id = $1 AND ",
+            in_scope!("e.practice_id"),
+            "
                AND ($3 IS NULL OR e.patient_id = $3)
                AND ($4 IS NULL OR e.id > $4)
-             ORDER BY e.id LIMIT $5"),
-        )
+             ORDER BY e.id LIMIT $5"
+        ))
         .bind(scope.as_param())
         .bind(patient.map(|p| p.as_uuid()))
         .bind(after.map(|a| a.as_uuid()))

@@ -12,9 +12,26 @@
 //! and `Display` print a redaction marker, so a log line or error built from a domain
 //! value cannot carry PHI by accident.
 
+/// The practice-scope condition, in SQL, on the practice column `$col`: `$2` is the acting
+/// user (NULL for every practice), who sees a row if they have all-practice access or a
+/// grant for its practice. Written once here so that every scoped query applies the same
+/// rule; it reads current grants, so a revoked grant takes effect on the next query.
+macro_rules! in_scope {
+    ($col:literal) => {
+        concat!(
+            "($2 IS NULL
+              OR EXISTS (SELECT 1 FROM users u WHERE u.tenant_id = $1 AND u.id = $2 AND u.all_practices)
+              OR ",
+            $col,
+            " IN (SELECT g.practice_id FROM user_practices g WHERE g.tenant_id = $1 AND g.user_id = $2))"
+        )
+    };
+}
+
 mod error;
 mod ids;
 mod phi;
+mod sealed;
 mod validate;
 
 pub mod encounters;

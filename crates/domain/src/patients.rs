@@ -4,7 +4,9 @@
 //! caller's practices in SQL.
 
 use chrono::{DateTime, NaiveDate, Utc};
-use phivault_crypto::keys::{KeyService, WrappedDataKey};
+use phivault_crypto::keys::KeyService;
+
+use crate::sealed::{DataKeyColumns, data_key_columns, text};
 use phivault_crypto::{Binding, CryptoError};
 use phivault_store::{TenantId, TenantTx};
 use serde::Serialize;
@@ -109,36 +111,26 @@ struct Row {
     date_of_birth: Vec<u8>,
     ssn: Option<Vec<u8>>,
     created_at: DateTime<Utc>,
-    dk_id: Uuid,
-    dk_kek_version: i64,
-    dk_kind: String,
-    dk_wrapped: Option<Vec<u8>>,
+    #[sqlx(flatten)]
+    dk: DataKeyColumns,
 }
 
 /// A patient query: the sealed columns with the row's wrapped data key, then `$rest`.
 macro_rules! select_patients {
-    ($rest:literal) => {
+    ($($rest:expr),+ $(,)?) => {
         concat!(
             "SELECT p.id, p.practice_id, p.mrn, p.given_name, p.family_name, p.date_of_birth, p.ssn, p.created_at,
-                    k.id AS dk_id, k.kek_version AS dk_kek_version, k.kind AS dk_kind, k.wrapped AS dk_wrapped
+                    ",
+            data_key_columns!(),
+            "
              FROM patients p JOIN data_keys k ON k.tenant_id = p.tenant_id AND k.id = p.data_key_id",
-            $rest
+            $($rest),+
         )
     };
 }
 
-fn text(bytes: Vec<u8>) -> Result<String> {
-    String::from_utf8(bytes).map_err(|_| DomainError::Crypto(CryptoError::Decrypt))
-}
-
 async fn decrypt(tx: &mut TenantTx, keys: &KeyService, r: Row) -> Result<Patient> {
-    let wrapped = WrappedDataKey {
-        id: r.dk_id,
-        kek_version: r.dk_kek_version,
-        kind: r.dk_kind,
-        wrapped: r.dk_wrapped,
-    };
-    let dk = keys.unwrap_data_key(tx, &wrapped).await?;
+    let dk = keys.unwrap_data_key(tx, &r.dk.wrapped()).await?;
     let t = tx.tenant();
     let dob = text(dk.open(&binding(t, r.id, "date_of_birth"), &r.date_of_birth)?)?;
     let sealed_identifiers: Vec<(String, Vec<u8>)> = tx
@@ -300,10 +292,12 @@ pub async fn get(
     id: PatientId,
 ) -> Result<Patient> {
     let row: Option<Row> = tx
-        .query(select_patients!("
-             WHERE p.tenant_id = $1 AND p.id = $3 AND ($2 IS NULL
-                 OR EXISTS (SELECT 1 FROM users u WHERE u.tenant_id = $1 AND u.id = $2 AND u.all_practices)
-                 OR p.practice_id IN (SELECT g.practice_id FROM user_practices g WHERE g.tenant_id = $1 AND g.user_id = $2))"))
+        .query(select_patients!(
+            "
+             WHERE p.tenant_id = $1 AND p.id = $3 AND ",
+            in_scope!("p.practice_id"),
+            ""
+        ))
         .bind(scope.as_param())
         .bind(id)
         .fetch_optional()
@@ -321,9 +315,9 @@ pub async fn find_by_mrn(
 ) -> Result<Vec<Patient>> {
     let sql = select_patients!(
         "
-         WHERE p.tenant_id = $1 AND p.mrn_index = $3 AND ($2 IS NULL
-             OR EXISTS (SELECT 1 FROM users u WHERE u.tenant_id = $1 AND u.id = $2 AND u.all_practices)
-             OR p.practice_id IN (SELECT g.practice_id FROM user_practices g WHERE g.tenant_id = $1 AND g.user_id = $2))
+         WHERE p.tenant_id = $1 AND p.mrn_index = $3 AND ",
+        in_scope!("p.practice_id"),
+        "
          ORDER BY p.id"
     );
     find_by_index(tx, keys, scope, "mrn", mrn, sql).await
@@ -339,9 +333,9 @@ pub async fn find_by_ssn(
     let ssn = normalize_ssn(ssn)?;
     let sql = select_patients!(
         "
-         WHERE p.tenant_id = $1 AND p.ssn_index = $3 AND ($2 IS NULL
-             OR EXISTS (SELECT 1 FROM users u WHERE u.tenant_id = $1 AND u.id = $2 AND u.all_practices)
-             OR p.practice_id IN (SELECT g.practice_id FROM user_practices g WHERE g.tenant_id = $1 AND g.user_id = $2))
+         WHERE p.tenant_id = $1 AND p.ssn_index = $3 AND ",
+        in_scope!("p.practice_id"),
+        "
          ORDER BY p.id"
     );
     find_by_index(tx, keys, scope, "ssn", &ssn, sql).await
@@ -361,9 +355,9 @@ pub async fn find_by_identifier(
         "
          WHERE p.tenant_id = $1 AND p.id IN (SELECT i.patient_id FROM patient_identifiers i
                                              WHERE i.tenant_id = $1 AND i.value_index = $3)
-           AND ($2 IS NULL
-             OR EXISTS (SELECT 1 FROM users u WHERE u.tenant_id = $1 AND u.id = $2 AND u.all_practices)
-             OR p.practice_id IN (SELECT g.practice_id FROM user_practices g WHERE g.tenant_id = $1 AND g.user_id = $2))
+           AND ",
+        in_scope!("p.practice_id"),
+        "
          ORDER BY p.id"
     );
     find_by_index(tx, keys, scope, &identifier_field(kind), value, sql).await
@@ -409,12 +403,14 @@ pub async fn list(
     limit: u32,
 ) -> Result<Vec<Patient>> {
     let rows: Vec<Row> = tx
-        .query(select_patients!("
-             WHERE p.tenant_id = $1 AND ($2 IS NULL
-                 OR EXISTS (SELECT 1 FROM users u WHERE u.tenant_id = $1 AND u.id = $2 AND u.all_practices)
-                 OR p.practice_id IN (SELECT g.practice_id FROM user_practices g WHERE g.tenant_id = $1 AND g.user_id = $2))
+        .query(select_patients!(
+            "
+             WHERE p.tenant_id = $1 AND ",
+            in_scope!("p.practice_id"),
+            "
                AND ($3 IS NULL OR p.id > $3)
-             ORDER BY p.id LIMIT $4"))
+             ORDER BY p.id LIMIT $4"
+        ))
         .bind(scope.as_param())
         .bind(after.map(|a| a.as_uuid()))
         .bind(i64::from(limit))
@@ -439,12 +435,12 @@ pub async fn erase(
     now: DateTime<Utc>,
 ) -> Result<()> {
     let visible: Option<(Uuid,)> = tx
-        .query(
+        .query(concat!(
             "SELECT p.data_key_id FROM patients p
-             WHERE p.tenant_id = $1 AND p.id = $3 AND ($2 IS NULL
-                 OR EXISTS (SELECT 1 FROM users u WHERE u.tenant_id = $1 AND u.id = $2 AND u.all_practices)
-                 OR p.practice_id IN (SELECT g.practice_id FROM user_practices g WHERE g.tenant_id = $1 AND g.user_id = $2))",
-        )
+             WHERE p.tenant_id = $1 AND p.id = $3 AND ",
+            in_scope!("p.practice_id"),
+            ""
+        ))
         .bind(scope.as_param())
         .bind(id)
         .fetch_optional()

@@ -57,13 +57,13 @@ pub async fn create(tx: &mut TenantTx, name: &str, now: DateTime<Utc>) -> Result
 /// The practices visible in `scope`, by name.
 pub async fn list(tx: &mut TenantTx, scope: PracticeScope) -> Result<Vec<Practice>> {
     let rows: Vec<Row> = tx
-        .query(
+        .query(concat!(
             "SELECT p.id, p.name, p.created_at FROM practices p
-             WHERE p.tenant_id = $1 AND ($2 IS NULL
-                 OR EXISTS (SELECT 1 FROM users u WHERE u.tenant_id = $1 AND u.id = $2 AND u.all_practices)
-                 OR p.id IN (SELECT g.practice_id FROM user_practices g WHERE g.tenant_id = $1 AND g.user_id = $2))
-             ORDER BY p.name",
-        )
+             WHERE p.tenant_id = $1 AND ",
+            in_scope!("p.id"),
+            "
+             ORDER BY p.name"
+        ))
         .bind(scope.as_param())
         .fetch_all()
         .await?;
@@ -77,12 +77,12 @@ pub async fn ensure_visible(
     practice: PracticeId,
 ) -> Result<()> {
     let found: Option<(Uuid,)> = tx
-        .query(
+        .query(concat!(
             "SELECT p.id FROM practices p
-             WHERE p.tenant_id = $1 AND p.id = $3 AND ($2 IS NULL
-                 OR EXISTS (SELECT 1 FROM users u WHERE u.tenant_id = $1 AND u.id = $2 AND u.all_practices)
-                 OR p.id IN (SELECT g.practice_id FROM user_practices g WHERE g.tenant_id = $1 AND g.user_id = $2))",
-        )
+             WHERE p.tenant_id = $1 AND p.id = $3 AND ",
+            in_scope!("p.id"),
+            ""
+        ))
         .bind(scope.as_param())
         .bind(practice)
         .fetch_optional()
