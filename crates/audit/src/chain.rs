@@ -194,15 +194,18 @@ mod tests {
             },
             fields: vec!["mrn".into(), "family_name".into()],
             outcome: Outcome::Success,
-            reason: if seq % 5 == 0 {
+            reason: if seq.is_multiple_of(5) {
                 Some("synthetic reason".into())
             } else {
                 None
             },
             request_id: format!("req-{seq}"),
-            before: (seq % 7 == 0)
+            before: seq
+                .is_multiple_of(7)
                 .then(|| serde_json::json!({"role": "member", "status": "active"})),
-            after: (seq % 7 == 0).then(|| serde_json::json!({"status": "active", "role": "admin"})),
+            after: seq
+                .is_multiple_of(7)
+                .then(|| serde_json::json!({"status": "active", "role": "admin"})),
         }
     }
 
@@ -218,7 +221,7 @@ mod tests {
         for seq in 1..=N {
             let e = chain(prev, event(seq, tenant));
             prev = e.hash;
-            if seq % EVERY == 0 {
+            if seq.is_multiple_of(EVERY) {
                 cps.push(signer.sign(Checkpoint {
                     sequence: seq,
                     head: e.hash,
