@@ -39,6 +39,8 @@ pub enum BenchCommand {
     /// Streaming encryption throughput on one core against raw AES-256-GCM, and the
     /// peak memory to encrypt and decrypt one large object.
     Stream(crate::bench_stream::StreamArgs),
+    /// Audit chain verification throughput (events per second, one thread).
+    AuditVerify(crate::bench_audit::AuditVerifyArgs),
     /// Tenant-scoped create/read of encounters against the same operations unscoped.
     Scoping {
         /// Backends to measure.
@@ -69,6 +71,7 @@ pub enum BenchBackend {
 pub async fn run(_config: Config, cmd: BenchCommand) -> Result<()> {
     match cmd {
         BenchCommand::Stream(args) => crate::bench_stream::run(args).await,
+        BenchCommand::AuditVerify(args) => crate::bench_audit::run(args),
         BenchCommand::Scoping {
             backend,
             ops,

@@ -3,6 +3,7 @@
 
 mod admin;
 mod bench;
+mod bench_audit;
 mod bench_stream;
 mod config;
 mod devcert;
