@@ -27,6 +27,18 @@ pub enum Permission {
 }
 
 impl Permission {
+    /// Every permission.
+    pub const ALL: [Permission; 8] = [
+        Permission::PracticeRead,
+        Permission::PracticeManage,
+        Permission::PatientRead,
+        Permission::PatientWrite,
+        Permission::EncounterRead,
+        Permission::EncounterWrite,
+        Permission::UserRead,
+        Permission::UserManage,
+    ];
+
     /// The permission's stable name.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -50,16 +62,8 @@ impl fmt::Display for Permission {
 
 use Permission::*;
 
-const ADMIN: &[Permission] = &[
-    PracticeRead,
-    PracticeManage,
-    PatientRead,
-    PatientWrite,
-    EncounterRead,
-    EncounterWrite,
-    UserRead,
-    UserManage,
-];
+/// Owners and admins hold every permission.
+const ADMIN: &[Permission] = &Permission::ALL;
 const CLINICAL: &[Permission] = &[
     PracticeRead,
     PatientRead,
@@ -91,16 +95,7 @@ mod tests {
 
     #[test]
     fn names_are_unique() {
-        let all = [
-            PracticeRead,
-            PracticeManage,
-            PatientRead,
-            PatientWrite,
-            EncounterRead,
-            EncounterWrite,
-            UserRead,
-            UserManage,
-        ];
+        let all = Permission::ALL;
         let mut names: Vec<_> = all.iter().map(|p| p.as_str()).collect();
         names.sort();
         names.dedup();
