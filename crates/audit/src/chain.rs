@@ -102,35 +102,74 @@ pub fn verify<'a>(
     checkpoints: &[SignedCheckpoint],
     key: &VerifyingKey,
 ) -> Result<Verification, ChainFault> {
-    let mut cps: Vec<&SignedCheckpoint> = checkpoints.iter().collect();
-    cps.sort_by_key(|c| c.checkpoint.sequence);
-    for cp in &cps {
-        if !cp.verify(key) {
-            return Err(ChainFault::BadSignature {
-                sequence: cp.checkpoint.sequence,
-            });
-        }
-    }
-    let mut next_cp = cps.iter().peekable();
-    let mut prev = GENESIS;
-    let mut expected = 1u64;
-    let mut signed_through = 0u64;
+    let mut v = Verifier::new(checkpoints, &[*key])?;
     for e in events {
+        v.push(e)?;
+    }
+    v.finish()
+}
+
+/// Verifies a chain one event at a time, so a chain of any length is checked in constant
+/// memory (the checkpoints are held, the events are not).
+#[derive(Debug)]
+pub struct Verifier {
+    checkpoints: Vec<SignedCheckpoint>,
+    next_cp: usize,
+    prev: [u8; 32],
+    expected: u64,
+    signed_through: u64,
+}
+
+impl Verifier {
+    /// Starts a verification. Every checkpoint must carry a valid signature by one of
+    /// `trusted` keys.
+    ///
+    /// # Errors
+    /// [`ChainFault::BadSignature`] for the first checkpoint that fails.
+    pub fn new(
+        checkpoints: &[SignedCheckpoint],
+        trusted: &[VerifyingKey],
+    ) -> Result<Self, ChainFault> {
+        let mut cps = checkpoints.to_vec();
+        cps.sort_by_key(|c| c.checkpoint.sequence);
+        for cp in &cps {
+            if !trusted.iter().any(|k| cp.verify(k)) {
+                return Err(ChainFault::BadSignature {
+                    sequence: cp.checkpoint.sequence,
+                });
+            }
+        }
+        Ok(Verifier {
+            checkpoints: cps,
+            next_cp: 0,
+            prev: GENESIS,
+            expected: 1,
+            signed_through: 0,
+        })
+    }
+
+    /// The sequence number the next event must carry.
+    pub fn expected(&self) -> u64 {
+        self.expected
+    }
+
+    /// Checks the next event.
+    pub fn push(&mut self, e: &ChainedEvent) -> Result<(), ChainFault> {
         let seq = e.event.sequence;
-        if seq != expected {
+        if seq != self.expected {
             return Err(ChainFault::Gap {
-                expected,
+                expected: self.expected,
                 found: seq,
             });
         }
-        if e.prev_hash != prev {
+        if e.prev_hash != self.prev {
             return Err(ChainFault::BrokenLink { sequence: seq });
         }
         let hash: [u8; 32] = Sha256::digest(canonical_bytes(&e.event, &e.prev_hash)).into();
         if hash != e.hash {
             return Err(ChainFault::Altered { sequence: seq });
         }
-        while let Some(cp) = next_cp.peek() {
+        while let Some(cp) = self.checkpoints.get(self.next_cp) {
             if cp.checkpoint.sequence > seq {
                 break;
             }
@@ -138,26 +177,31 @@ pub fn verify<'a>(
                 if cp.checkpoint.head != hash {
                     return Err(ChainFault::CheckpointMismatch { sequence: seq });
                 }
-                signed_through = seq;
+                self.signed_through = seq;
             }
-            next_cp.next();
+            self.next_cp += 1;
         }
-        prev = hash;
-        expected += 1;
+        self.prev = hash;
+        self.expected += 1;
+        Ok(())
     }
-    let last = expected - 1;
-    if let Some(cp) = next_cp.next() {
-        return Err(ChainFault::Truncated {
-            sequence: cp.checkpoint.sequence,
-            last,
-        });
+
+    /// Ends the verification: a checkpoint past the last event means the tail was cut.
+    pub fn finish(self) -> Result<Verification, ChainFault> {
+        let last = self.expected - 1;
+        if let Some(cp) = self.checkpoints.get(self.next_cp) {
+            return Err(ChainFault::Truncated {
+                sequence: cp.checkpoint.sequence,
+                last,
+            });
+        }
+        Ok(Verification {
+            events: last,
+            head: self.prev,
+            signed_through: self.signed_through,
+            unsigned: last - self.signed_through,
+        })
     }
-    Ok(Verification {
-        events: last,
-        head: prev,
-        signed_through,
-        unsigned: last - signed_through,
-    })
 }
 
 #[cfg(test)]

@@ -24,7 +24,7 @@ fn put_opt(out: &mut Vec<u8>, s: Option<&str>) {
 }
 
 /// JSON with object keys sorted at every level and no white space.
-fn canonical_json(v: &serde_json::Value) -> String {
+pub(crate) fn canonical_json(v: &serde_json::Value) -> String {
     use serde_json::Value;
     match v {
         Value::Object(map) => {

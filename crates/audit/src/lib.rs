@@ -8,14 +8,28 @@
 //! last checkpoint are reported as unsigned. Events carry identifiers and field names,
 //! never PHI content: there is no field for a value.
 //!
-//! Storage, group commit and fail-closed writing build on this (see the audit issue).
+//! [`Auditor`] is how the server writes: inside a PHI change's transaction, or through
+//! group commit for reads and refusals, failing closed either way. [`ledger`] stores
+//! and reads the per-tenant and platform chains; [`signing`] holds the checkpoint key
+//! in the key hierarchy; [`witness`] copies checkpoints outside the database.
 
 mod chain;
 mod checkpoint;
 mod encoding;
+mod error;
 mod event;
+pub mod ledger;
+pub mod signing;
+pub mod witness;
+mod writer;
 
-pub use chain::{ChainFault, ChainedEvent, GENESIS, Verification, chain, verify};
+pub use chain::{ChainFault, ChainedEvent, GENESIS, Verification, Verifier, chain, verify};
 pub use checkpoint::{Checkpoint, CheckpointSigner, SignedCheckpoint};
 pub use encoding::canonical_bytes;
+pub use error::AuditError;
 pub use event::{Action, Actor, ActorKind, AuditEvent, Outcome, Resource, Source};
+pub use ledger::ChainId;
+pub use writer::{AuditConfig, Auditor, MIN_RETENTION_YEARS};
+
+/// Result type of this crate.
+pub type Result<T, E = AuditError> = std::result::Result<T, E>;

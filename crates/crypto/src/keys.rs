@@ -19,6 +19,10 @@ use crate::envelope::{self, KeyRef};
 use crate::provider::KeyProvider;
 use crate::{Binding, CryptoError, Result, SecretKey};
 
+/// The owner under which the provider holds the platform's own secrets (the audit
+/// checkpoint signing key). No tenant has the nil id.
+pub const PLATFORM_KEY_OWNER: TenantId = TenantId::from_uuid(Uuid::nil());
+
 /// How long an unwrapped KEK stays cached.
 pub const KEK_CACHE_TTL: Duration = Duration::from_secs(60);
 
@@ -205,6 +209,24 @@ impl KeyService {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .retain(|(t, _), _| *t != tenant);
+    }
+
+    /// Wraps a platform secret (the audit checkpoint signing seed) under the provider's
+    /// platform root. Returns the provider's name and the wrapped bytes.
+    pub async fn wrap_platform_secret(
+        &self,
+        secret: &SecretKey,
+    ) -> Result<(&'static str, Vec<u8>)> {
+        let provider = self.provider()?;
+        let wrapped = provider.wrap(PLATFORM_KEY_OWNER, 1, secret).await?;
+        Ok((provider.name(), wrapped))
+    }
+
+    /// Unwraps a secret made by [`KeyService::wrap_platform_secret`].
+    pub async fn unwrap_platform_secret(&self, wrapped: &[u8]) -> Result<SecretKey> {
+        self.provider()?
+            .unwrap(PLATFORM_KEY_OWNER, 1, wrapped)
+            .await
     }
 
     /// The KEK of `version` for the transaction's tenant.

@@ -6,8 +6,15 @@
 
 use crate::StoreError;
 
-/// Tables that hold no tenant data and may be queried outside a tenant scope.
-pub(crate) const PLATFORM_TABLES: &[&str] = &["tenants"];
+/// Tables that hold no tenant data and may be queried outside a tenant scope: the tenant
+/// registry and the platform's own audit chain (identifiers only).
+pub(crate) const PLATFORM_TABLES: &[&str] = &[
+    "tenants",
+    "platform_audit_events",
+    "platform_audit_head",
+    "platform_audit_checkpoints",
+    "audit_signing_keys",
+];
 
 /// Accepts a statement only if `$1` is its tenant filter (`... WHERE ... tenant_id = $1`)
 /// or, for an INSERT, its first column is `tenant_id` bound to `$1`.

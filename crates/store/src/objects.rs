@@ -29,6 +29,48 @@ pub enum ObjectStoreConfig {
     S3(S3Config),
 }
 
+impl ObjectStoreConfig {
+    /// Opens the bare `object_store` behind this configuration, for callers that keep
+    /// their own key layout (the audit witness).
+    pub fn open_store(&self) -> Result<Arc<dyn ObjectStore>> {
+        match self {
+            ObjectStoreConfig::Local { root } => {
+                std::fs::create_dir_all(root).map_err(|e| {
+                    StoreError::ObjectConfig(format!("cannot create {}: {e}", root.display()))
+                })?;
+                Ok(Arc::new(LocalFileSystem::new_with_prefix(root)?))
+            }
+            ObjectStoreConfig::S3(s3) => {
+                if s3.bucket.is_empty() {
+                    return Err(StoreError::ObjectConfig("s3.bucket is required".into()));
+                }
+                let mut builder = AmazonS3Builder::from_env()
+                    .with_bucket_name(&s3.bucket)
+                    .with_region(&s3.region)
+                    .with_allow_http(s3.allow_http);
+                if let Some(endpoint) = &s3.endpoint {
+                    builder = builder.with_endpoint(endpoint);
+                }
+                if let Some(id) = &s3.access_key_id {
+                    builder = builder.with_access_key_id(id);
+                }
+                if let Some(secret) = &s3.secret_access_key {
+                    builder = builder.with_secret_access_key(secret);
+                }
+                Ok(Arc::new(builder.build()?))
+            }
+        }
+    }
+
+    /// A short description for logs (`local:/path` or `s3:bucket`), with no secrets.
+    pub fn describe(&self) -> String {
+        match self {
+            ObjectStoreConfig::Local { root } => format!("local:{}", root.display()),
+            ObjectStoreConfig::S3(s3) => format!("s3:{}", s3.bucket),
+        }
+    }
+}
+
 /// Settings of an S3-compatible bucket.
 #[derive(Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -130,41 +172,10 @@ pub struct ObjectStorage {
 impl ObjectStorage {
     /// Opens the configured store (creating a local root directory if needed).
     pub fn open(config: &ObjectStoreConfig) -> Result<Self> {
-        match config {
-            ObjectStoreConfig::Local { root } => {
-                std::fs::create_dir_all(root).map_err(|e| {
-                    StoreError::ObjectConfig(format!("cannot create {}: {e}", root.display()))
-                })?;
-                let fs = LocalFileSystem::new_with_prefix(root)?;
-                Ok(ObjectStorage {
-                    store: Arc::new(fs),
-                    description: format!("local:{}", root.display()),
-                })
-            }
-            ObjectStoreConfig::S3(s3) => {
-                if s3.bucket.is_empty() {
-                    return Err(StoreError::ObjectConfig("s3.bucket is required".into()));
-                }
-                let mut builder = AmazonS3Builder::from_env()
-                    .with_bucket_name(&s3.bucket)
-                    .with_region(&s3.region)
-                    .with_allow_http(s3.allow_http);
-                if let Some(endpoint) = &s3.endpoint {
-                    builder = builder.with_endpoint(endpoint);
-                }
-                if let Some(id) = &s3.access_key_id {
-                    builder = builder.with_access_key_id(id);
-                }
-                if let Some(secret) = &s3.secret_access_key {
-                    builder = builder.with_secret_access_key(secret);
-                }
-                let store = builder.build()?;
-                Ok(ObjectStorage {
-                    store: Arc::new(store),
-                    description: format!("s3:{}", s3.bucket),
-                })
-            }
-        }
+        Ok(ObjectStorage {
+            store: config.open_store()?,
+            description: config.describe(),
+        })
     }
 
     /// A short description for logs (`local:/path` or `s3:bucket`), with no secrets.

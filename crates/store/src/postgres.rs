@@ -23,6 +23,14 @@ pub const APP_GRANTS: &[(&str, &str)] = &[
     ("patients", "SELECT, INSERT, UPDATE, DELETE"),
     ("patient_identifiers", "SELECT, INSERT, UPDATE, DELETE"),
     ("encounters", "SELECT, INSERT, UPDATE, DELETE"),
+    // The audit trail is append-only: no UPDATE or DELETE, and triggers refuse them too.
+    ("audit_events", "SELECT, INSERT"),
+    ("audit_heads", "SELECT, INSERT, UPDATE"),
+    ("audit_checkpoints", "SELECT, INSERT"),
+    ("platform_audit_events", "SELECT, INSERT"),
+    ("platform_audit_head", "SELECT, UPDATE"),
+    ("platform_audit_checkpoints", "SELECT, INSERT"),
+    ("audit_signing_keys", "SELECT, INSERT"),
 ];
 
 /// What phivault found out about a PostgreSQL role.

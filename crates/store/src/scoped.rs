@@ -22,6 +22,8 @@ pub enum Arg {
     OptText(Option<String>),
     /// A 64-bit integer.
     Int(i64),
+    /// An optional 64-bit integer.
+    OptInt(Option<i64>),
     /// A boolean.
     Bool(bool),
     /// Raw bytes.
@@ -53,6 +55,7 @@ arg_from!(
     &str => Text,
     Option<String> => OptText,
     i64 => Int,
+    Option<i64> => OptInt,
     bool => Bool,
     Vec<u8> => Bytes,
     Option<Vec<u8>> => OptBytes,
@@ -286,6 +289,7 @@ fn sqlite_args(args: Vec<Arg>) -> Result<SqliteArguments> {
             Arg::Text(v) => out.add(v),
             Arg::OptText(v) => out.add(v),
             Arg::Int(v) => out.add(v),
+            Arg::OptInt(v) => out.add(v),
             Arg::Bool(v) => out.add(v),
             Arg::Bytes(v) => out.add(v),
             Arg::OptBytes(v) => out.add(v),
@@ -307,6 +311,7 @@ fn pg_args(args: Vec<Arg>) -> Result<PgArguments> {
             Arg::Text(v) => out.add(v),
             Arg::OptText(v) => out.add(v),
             Arg::Int(v) => out.add(v),
+            Arg::OptInt(v) => out.add(v),
             Arg::Bool(v) => out.add(v),
             Arg::Bytes(v) => out.add(v),
             Arg::OptBytes(v) => out.add(v),
