@@ -14,6 +14,7 @@
 //! in the key hierarchy; [`witness`] copies checkpoints outside the database.
 
 mod chain;
+pub mod check;
 mod checkpoint;
 mod encoding;
 mod error;

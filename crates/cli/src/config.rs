@@ -35,6 +35,8 @@ pub struct Config {
     pub log: LogConfig,
     /// Key provider.
     pub keys: KeysConfig,
+    /// Audit trail.
+    pub audit: AuditSection,
 }
 
 impl Default for Config {
@@ -51,6 +53,34 @@ impl Default for Config {
             objects: ObjectsConfig::default(),
             log: LogConfig::default(),
             keys: KeysConfig::default(),
+            audit: AuditSection::default(),
+        }
+    }
+}
+
+/// `[audit]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditSection {
+    /// Years audit events are kept; never below six (refused at start-up).
+    pub retention_years: u32,
+    /// Sign a checkpoint every this many events of a chain...
+    pub checkpoint_every: u64,
+    /// ...or every this many seconds, if the chain has new events.
+    pub checkpoint_interval_secs: u64,
+    /// Where checkpoints are copied outside the database: a directory, or
+    /// `s3://bucket/prefix` (endpoint and credentials from `[objects.s3]`). Default:
+    /// `audit-witness` in the data directory.
+    pub witness: Option<String>,
+}
+
+impl Default for AuditSection {
+    fn default() -> Self {
+        AuditSection {
+            retention_years: phivault_audit::MIN_RETENTION_YEARS,
+            checkpoint_every: 1000,
+            checkpoint_interval_secs: 60,
+            witness: None,
         }
     }
 }
@@ -296,6 +326,19 @@ impl Config {
         if let Some(v) = get("PHIVAULT_LOG") {
             self.log.level = v;
         }
+        if let Some(v) = get("PHIVAULT_AUDIT_RETENTION_YEARS") {
+            self.audit.retention_years = parse("PHIVAULT_AUDIT_RETENTION_YEARS", &v)?;
+        }
+        if let Some(v) = get("PHIVAULT_AUDIT_CHECKPOINT_EVERY") {
+            self.audit.checkpoint_every = parse("PHIVAULT_AUDIT_CHECKPOINT_EVERY", &v)?;
+        }
+        if let Some(v) = get("PHIVAULT_AUDIT_CHECKPOINT_INTERVAL_SECS") {
+            self.audit.checkpoint_interval_secs =
+                parse("PHIVAULT_AUDIT_CHECKPOINT_INTERVAL_SECS", &v)?;
+        }
+        if let Some(v) = get("PHIVAULT_AUDIT_WITNESS") {
+            self.audit.witness = Some(v);
+        }
         if let Some(v) = get("PHIVAULT_KEY_PROVIDER") {
             self.keys.provider = match v.as_str() {
                 "local" => KeyProviderKind::Local,
@@ -361,6 +404,61 @@ impl Config {
             .keyring
             .clone()
             .unwrap_or_else(|| self.data_dir.join("keyring.json"))
+    }
+
+    /// The audit settings, checked: retention below six years is refused, as is a
+    /// checkpoint cadence of zero.
+    pub fn audit(&self) -> Result<phivault_audit::AuditConfig> {
+        let a = &self.audit;
+        if a.retention_years < phivault_audit::MIN_RETENTION_YEARS {
+            bail!(
+                "audit.retention_years is {}; HIPAA requires audit records be kept at least {} years, so phivault refuses a lower setting",
+                a.retention_years,
+                phivault_audit::MIN_RETENTION_YEARS
+            );
+        }
+        if a.checkpoint_every == 0 || a.checkpoint_interval_secs == 0 {
+            bail!("audit.checkpoint_every and audit.checkpoint_interval_secs must be at least 1");
+        }
+        Ok(phivault_audit::AuditConfig {
+            checkpoint_every: a.checkpoint_every,
+            checkpoint_interval: Duration::from_secs(a.checkpoint_interval_secs),
+            witness: Some(self.witness()?),
+            ..phivault_audit::AuditConfig::default()
+        })
+    }
+
+    /// The audit witness location.
+    pub fn witness(&self) -> Result<phivault_audit::witness::Witness> {
+        let (store, prefix) = match self.audit.witness.as_deref() {
+            Some(url) if url.starts_with("s3://") => {
+                let rest = &url["s3://".len()..];
+                let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+                if bucket.is_empty() {
+                    bail!("audit.witness {url:?} names no bucket");
+                }
+                let mut s3 = self.objects.s3.clone().unwrap_or_else(|| S3Config {
+                    region: "us-east-1".into(),
+                    ..S3Config::default()
+                });
+                s3.bucket = bucket.to_string();
+                (ObjectStoreConfig::S3(s3), prefix.to_string())
+            }
+            Some(dir) => (
+                ObjectStoreConfig::Local {
+                    root: PathBuf::from(dir),
+                },
+                String::new(),
+            ),
+            None => (
+                ObjectStoreConfig::Local {
+                    root: self.data_dir.join("audit-witness"),
+                },
+                String::new(),
+            ),
+        };
+        phivault_audit::witness::Witness::open(&store, &prefix)
+            .context("cannot open the audit witness location")
     }
 
     /// The request timeout.
