@@ -24,11 +24,13 @@ pub enum Permission {
     UserRead,
     /// Create users and change roles and grants.
     UserManage,
+    /// Read the tenant's audit trail.
+    AuditView,
 }
 
 impl Permission {
     /// Every permission.
-    pub const ALL: [Permission; 8] = [
+    pub const ALL: [Permission; 9] = [
         Permission::PracticeRead,
         Permission::PracticeManage,
         Permission::PatientRead,
@@ -37,6 +39,7 @@ impl Permission {
         Permission::EncounterWrite,
         Permission::UserRead,
         Permission::UserManage,
+        Permission::AuditView,
     ];
 
     /// The permission's stable name.
@@ -50,6 +53,7 @@ impl Permission {
             Permission::EncounterWrite => "encounter:write",
             Permission::UserRead => "admin:view_users",
             Permission::UserManage => "admin:manage_users",
+            Permission::AuditView => "audit:view",
         }
     }
 }

@@ -59,8 +59,19 @@ pub async fn run(config: Config) -> Result<()> {
         request_timeout: config.request_timeout(),
         hsts: !matches!(transport, Transport::PlainLoopback),
     };
+    let audit_config = config.audit()?;
+    let witness = audit_config
+        .witness
+        .as_ref()
+        .map(|w| w.describe().to_string())
+        .unwrap_or_default();
     let keys = crate::keys::start(&config).await?;
-    let mut state = AppState::new(db.clone(), objects.clone(), keys, http);
+    let auditor = phivault_audit::Auditor::start(db.clone(), audit_config);
+    let mut state = AppState::new(db.clone(), objects.clone(), keys.clone(), auditor, http);
+    if keys.status() != phivault_crypto::keys::KeyStatus::Sealed {
+        phivault_http::audit::attach_signer(&state).await;
+    }
+    tracing::info!(witness = %witness, retention_years = config.audit.retention_years, "audit trail");
     if config.keys.provider == crate::config::KeyProviderKind::Local {
         let path = config.keyring_path();
         let unsealer: phivault_http::Unsealer = std::sync::Arc::new(move |passphrase: &[u8]| {

@@ -3,16 +3,18 @@
 use std::marker::PhantomData;
 
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
+use axum::extract::{FromRequest, FromRequestParts, MatchedPath, Path, Query, Request};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use bytes::Bytes;
 use phivault_access::{Permission, Principal, TenantScope};
+use phivault_audit::Action;
 use phivault_crypto::keys::KeyStatus;
 use phivault_store::TenantId;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
+use crate::audit::{RequestAudit, record_refusal, user_actor};
 use crate::{ApiError, AppState};
 
 /// A JSON body. Rejections say what kind of problem, where (line and column, or the
@@ -191,18 +193,53 @@ impl FromRequestParts<AppState> for Auth {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let unauthenticated = || ApiError::from(phivault_access::AccessError::Unauthenticated);
-        let value = parts
+        let token = parts
             .headers
             .get(header::AUTHORIZATION)
-            .ok_or_else(unauthenticated)?;
-        let text = value.to_str().map_err(|_| unauthenticated())?;
-        let token = text
-            .strip_prefix("Bearer ")
-            .or_else(|| text.strip_prefix("bearer "))
-            .ok_or_else(unauthenticated)?;
-        let principal = phivault_access::authenticate(&state.db, token.trim(), state.now()).await?;
-        Ok(Auth(principal))
+            .and_then(|v| v.to_str().ok())
+            .and_then(|t| {
+                t.strip_prefix("Bearer ")
+                    .or_else(|| t.strip_prefix("bearer "))
+            });
+        let result = match token {
+            Some(token) => {
+                phivault_access::authenticate(&state.db, token.trim(), state.now()).await
+            }
+            None => Err(phivault_access::AccessError::Unauthenticated),
+        };
+        match result {
+            Ok(principal) => Ok(Auth(principal)),
+            Err(phivault_access::AccessError::Unauthenticated) => {
+                // The platform chain: an unknown caller has no tenant. Neither the token
+                // nor the path is recorded; the route template names what was knocked on.
+                let route = parts
+                    .extensions
+                    .get::<MatchedPath>()
+                    .map(|p| p.as_str().to_string())
+                    .unwrap_or_default();
+                let reason = if token.is_some() {
+                    "bearer token not valid"
+                } else {
+                    "no bearer token"
+                };
+                record_refusal(
+                    state,
+                    parts,
+                    None,
+                    phivault_audit::Actor {
+                        kind: phivault_audit::ActorKind::Anonymous,
+                        id: String::new(),
+                        role: String::new(),
+                    },
+                    Action::AuthFailed,
+                    ("route", route),
+                    reason,
+                )
+                .await;
+                Err(phivault_access::AccessError::Unauthenticated.into())
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 }
 
@@ -237,6 +274,7 @@ pub mod need {
         EncounterWrite => true,
         UserRead => false,
         UserManage => false,
+        AuditView => false,
     );
 }
 
@@ -246,12 +284,15 @@ struct TenantPath {
 }
 
 /// An authenticated caller, authorized for permission `R` in the tenant named by the
-/// `{tenant_id}` path segment. Runs before the body is read.
+/// `{tenant_id}` path segment. Runs before the body is read. A refusal is audited
+/// (`access.denied`); a PHI route is marked so that it cannot answer unaudited.
 pub struct Scoped<R: Requires> {
     /// The scope to act in.
     pub scope: TenantScope,
     /// The caller.
     pub principal: Principal,
+    /// Writes this request's audit events.
+    pub(crate) audit: RequestAudit,
     _requires: PhantomData<R>,
 }
 
@@ -261,13 +302,47 @@ impl<R: Requires> FromRequestParts<AppState> for Scoped<R> {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let Auth(principal) = Auth::from_request_parts(parts, state).await?;
         let ApiPath(path) = ApiPath::<TenantPath>::from_request_parts(parts, state).await?;
-        let scope = phivault_access::authorize(&principal, path.tenant_id, R::PERMISSION)?;
+        let actor = user_actor(&principal);
+        let scope = match phivault_access::authorize(&principal, path.tenant_id, R::PERMISSION) {
+            Ok(scope) => scope,
+            Err(e) => {
+                // Recorded in the caller's own chain: a user of one tenant cannot write
+                // into another's trail by knocking on its door.
+                let route = parts
+                    .extensions
+                    .get::<MatchedPath>()
+                    .map(|p| p.as_str().to_string())
+                    .unwrap_or_default();
+                let reason = match &e {
+                    phivault_access::AccessError::TenantMismatch { .. } => {
+                        format!("tenant mismatch: asked for tenant {}", path.tenant_id)
+                    }
+                    _ => format!("missing permission {}", R::PERMISSION),
+                };
+                record_refusal(
+                    state,
+                    parts,
+                    Some(principal.tenant()),
+                    actor,
+                    Action::AccessDenied,
+                    ("route", route),
+                    &reason,
+                )
+                .await;
+                return Err(e.into());
+            }
+        };
         if R::PHI && state.keys.status() == KeyStatus::Sealed {
             return Err(crate::error::sealed());
+        }
+        let audit = RequestAudit::new(parts, scope.tenant(), actor);
+        if R::PHI {
+            audit.require();
         }
         Ok(Scoped {
             scope,
             principal,
+            audit,
             _requires: PhantomData,
         })
     }

@@ -48,6 +48,7 @@ pub(crate) fn apply(router: Router, config: &HttpConfig) -> Router {
         ));
     }
     router
+        .layer(middleware::from_fn(crate::audit::guard))
         .layer(middleware::from_fn(render_errors))
         .layer(middleware::from_fn(request_id_and_log))
 }

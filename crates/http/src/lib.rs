@@ -8,9 +8,14 @@
 //! no-store`, a body limit, a timeout, panic catching, and one renderer that turns every
 //! error into `{"code","message","request_id"}`.
 //!
+//! Every PHI route writes its audit event before it answers, and cannot answer without
+//! one (see the `audit` module); an unwritable trail makes PHI routes answer 503
+//! `audit_unavailable`.
+//!
 //! Nothing here logs a URI, a header value or a body: the access log names the matched
 //! route template, the status and the request id.
 
+pub mod audit;
 mod error;
 mod extract;
 mod layers;

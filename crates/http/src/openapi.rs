@@ -15,6 +15,7 @@ use crate::routes;
         routes::list_users, routes::create_user,
         routes::list_patients, routes::create_patient, routes::get_patient,
         routes::list_encounters, routes::create_encounter, routes::get_encounter,
+        routes::list_audit,
     ),
     components(schemas(crate::error::ErrorBody)),
     modifiers(&BearerAuth),

@@ -2,6 +2,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use phivault_audit::Auditor;
 use phivault_crypto::keys::KeyService;
 use phivault_crypto::provider::KeyProvider;
 use phivault_store::{Db, ObjectStorage};
@@ -47,12 +48,20 @@ pub struct AppState {
     pub(crate) unseal_lock: Arc<tokio::sync::Mutex<()>>,
     /// Edge settings.
     pub http: HttpConfig,
+    /// The audit writer; PHI routes refuse to answer if it cannot write.
+    pub auditor: Auditor,
     clock: Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>,
 }
 
 impl AppState {
     /// State with the system clock.
-    pub fn new(db: Db, objects: ObjectStorage, keys: Arc<KeyService>, http: HttpConfig) -> Self {
+    pub fn new(
+        db: Db,
+        objects: ObjectStorage,
+        keys: Arc<KeyService>,
+        auditor: Auditor,
+        http: HttpConfig,
+    ) -> Self {
         AppState {
             db,
             objects,
@@ -60,6 +69,7 @@ impl AppState {
             unsealer: None,
             unseal_lock: Arc::new(tokio::sync::Mutex::new(())),
             http,
+            auditor,
             clock: Arc::new(Utc::now),
         }
     }

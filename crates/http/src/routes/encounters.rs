@@ -10,6 +10,8 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
+use phivault_audit::Action;
+
 use crate::extract::{ApiJson, ApiPath, ApiQuery, Scoped, need};
 use crate::{ApiError, AppState};
 
@@ -60,6 +62,9 @@ pub(crate) struct EncounterPath {
 }
 
 /// Filters and paging for the encounter list.
+/// The PHI fields an encounter answer carries, as audit events name them.
+const ENCOUNTER_FIELDS: &[&str] = &["reason", "started_at", "patient_id"];
+
 #[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct EncounterQuery {
@@ -93,6 +98,20 @@ pub(crate) async fn list_encounters(
     )
     .await?;
     tx.commit().await?;
+    let mut events: Vec<_> = list
+        .iter()
+        .map(|e| {
+            s.audit
+                .event(&st, Action::PhiRead, "encounter", e.id, ENCOUNTER_FIELDS)
+        })
+        .collect();
+    if events.is_empty() {
+        events.push(
+            s.audit
+                .event(&st, Action::PhiRead, "encounter_list", 0, &[]),
+        );
+    }
+    s.audit.record(&st, events).await?;
     Ok(Json(list.into_iter().map(EncounterView::from).collect()))
 }
 
@@ -125,6 +144,14 @@ pub(crate) async fn create_encounter(
         st.now(),
     )
     .await?;
+    let event = s.audit.event(
+        &st,
+        Action::PhiCreate,
+        "encounter",
+        encounter.id,
+        ENCOUNTER_FIELDS,
+    );
+    s.audit.append_in(&st, &mut tx, event).await?;
     tx.commit().await?;
     Ok((StatusCode::CREATED, Json(encounter.into())))
 }
@@ -148,5 +175,13 @@ pub(crate) async fn get_encounter(
     )
     .await?;
     tx.commit().await?;
+    let event = s.audit.event(
+        &st,
+        Action::PhiRead,
+        "encounter",
+        encounter.id,
+        ENCOUNTER_FIELDS,
+    );
+    s.audit.record(&st, vec![event]).await?;
     Ok(Json(encounter.into()))
 }

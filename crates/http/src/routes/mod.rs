@@ -1,5 +1,6 @@
 //! Routes. Tenant routes live under `/api/v1/tenants/{tenant_id}/`.
 
+mod audit;
 mod encounters;
 mod health;
 mod me;
@@ -13,6 +14,7 @@ use axum::routing::get;
 
 use crate::{ApiError, AppState};
 
+pub(crate) use audit::*;
 pub(crate) use encounters::*;
 pub(crate) use health::*;
 pub(crate) use me::*;
@@ -53,6 +55,7 @@ pub(crate) fn router() -> Router<AppState> {
             "/api/v1/tenants/{tenant_id}/encounters/{encounter_id}",
             get(get_encounter),
         )
+        .route("/api/v1/tenants/{tenant_id}/audit", get(list_audit))
         .fallback(|| async { ApiError::not_found("route") })
 }
 

@@ -9,6 +9,8 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use phivault_audit::Action;
+
 use super::page_limit;
 use crate::extract::{ApiJson, ApiPath, ApiQuery, Scoped, need};
 use crate::{ApiError, AppState};
@@ -107,6 +109,16 @@ pub(crate) struct PatientQuery {
     after: Option<Uuid>,
 }
 
+/// The PHI fields a patient answer carries, as audit events name them.
+const PATIENT_FIELDS: &[&str] = &[
+    "mrn",
+    "given_name",
+    "family_name",
+    "date_of_birth",
+    "ssn",
+    "identifiers",
+];
+
 #[derive(Deserialize)]
 pub(crate) struct PatientPath {
     patient_id: Uuid,
@@ -152,6 +164,33 @@ pub(crate) async fn list_patients(
         }
     };
     tx.commit().await?;
+    // One event per patient returned; a search also records what it searched by (the
+    // kind of identifier, never the value), even when it found nothing.
+    let mut events: Vec<_> = list
+        .iter()
+        .map(|p| {
+            s.audit
+                .event(&st, Action::PhiRead, "patient", p.id, PATIENT_FIELDS)
+        })
+        .collect();
+    let searched_by = match (&page.mrn, &page.ssn, &page.identifier_kind) {
+        (Some(_), _, _) => Some("mrn".to_string()),
+        (_, Some(_), _) => Some("ssn".to_string()),
+        (_, _, Some(kind)) => Some(format!("identifier:{kind}")),
+        _ => None,
+    };
+    if let Some(field) = searched_by {
+        events.push(s.audit.event(
+            &st,
+            Action::PhiRead,
+            "patient_search",
+            list.len(),
+            &[&field],
+        ));
+    } else if events.is_empty() {
+        events.push(s.audit.event(&st, Action::PhiRead, "patient_list", 0, &[]));
+    }
+    s.audit.record(&st, events).await?;
     Ok(Json(list.into_iter().map(PatientView::from).collect()))
 }
 
@@ -184,6 +223,14 @@ pub(crate) async fn create_patient(
     };
     let mut tx = s.scope.begin(&st.db, TxMode::Write).await?;
     let patient = patients::create(&mut tx, &st.keys, s.scope.practices(), new, st.now()).await?;
+    let event = s.audit.event(
+        &st,
+        Action::PhiCreate,
+        "patient",
+        patient.id,
+        PATIENT_FIELDS,
+    );
+    s.audit.append_in(&st, &mut tx, event).await?;
     tx.commit().await?;
     Ok((StatusCode::CREATED, Json(patient.into())))
 }
@@ -207,5 +254,9 @@ pub(crate) async fn get_patient(
     )
     .await?;
     tx.commit().await?;
+    let event = s
+        .audit
+        .event(&st, Action::PhiRead, "patient", patient.id, PATIENT_FIELDS);
+    s.audit.record(&st, vec![event]).await?;
     Ok(Json(patient.into()))
 }

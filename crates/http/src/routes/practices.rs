@@ -66,6 +66,15 @@ pub(crate) async fn create_practice(
 ) -> Result<(StatusCode, Json<PracticeView>), ApiError> {
     let mut tx = s.scope.begin(&st.db, TxMode::Write).await?;
     let practice = practices::create(&mut tx, &body.name, st.now()).await?;
+    let mut event = s.audit.event(
+        &st,
+        phivault_audit::Action::AdminReferenceUpdated,
+        "practice",
+        practice.id,
+        &["name"],
+    );
+    event.after = Some(serde_json::json!({ "practice_id": practice.id.to_string() }));
+    s.audit.append_in(&st, &mut tx, event).await?;
     tx.commit().await?;
     Ok((StatusCode::CREATED, Json(practice.into())))
 }

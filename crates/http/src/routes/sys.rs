@@ -104,6 +104,7 @@ pub(crate) async fn unseal(
         Err(_) => {
             tokio::time::sleep(std::time::Duration::from_secs(1)).await;
             tracing::warn!("unseal attempt with a wrong passphrase");
+            record_unseal(&st, peer, phivault_audit::Outcome::Failure).await;
             return Err(ApiError::new(
                 StatusCode::FORBIDDEN,
                 "unseal_failed",
@@ -113,5 +114,40 @@ pub(crate) async fn unseal(
     };
     st.keys.unseal(provider);
     tracing::info!("keys unsealed by an operator on the server host");
+    record_unseal(&st, peer, phivault_audit::Outcome::Success).await;
+    crate::audit::attach_signer(&st).await;
     Ok(Json(keys_view(&st)))
+}
+
+/// Records an unseal attempt on the platform chain. The keys are unsealed (or not)
+/// whatever happens here; a failure to record it is logged.
+async fn record_unseal(st: &AppState, peer: SocketAddr, outcome: phivault_audit::Outcome) {
+    let event = phivault_audit::AuditEvent {
+        sequence: 0,
+        time: st.now(),
+        tenant: None,
+        actor: phivault_audit::Actor {
+            kind: phivault_audit::ActorKind::Operator,
+            id: "unseal-endpoint".into(),
+            role: "operator".into(),
+        },
+        source: phivault_audit::Source {
+            ip: peer.ip().to_string(),
+            ..Default::default()
+        },
+        action: phivault_audit::Action::KeysUnsealed,
+        resource: phivault_audit::Resource {
+            kind: "keyring".into(),
+            id: String::new(),
+        },
+        fields: Vec::new(),
+        outcome,
+        reason: None,
+        request_id: String::new(),
+        before: None,
+        after: None,
+    };
+    if let Err(e) = st.auditor.record(event).await {
+        tracing::error!(error = %e, "could not record the unseal attempt in the audit trail");
+    }
 }

@@ -113,6 +113,30 @@ pub(crate) async fn create_user(
     };
     let mut tx = s.scope.begin(&st.db, TxMode::Write).await?;
     let user = users::create(&mut tx, new, st.now()).await?;
+    let mut event = s.audit.event(
+        &st,
+        phivault_audit::Action::AdminUserChanged,
+        "user",
+        user.id,
+        &["email", "display_name", "roles", "practices", "status"],
+    );
+    event.before = None;
+    event.after = Some(user_snapshot(&user));
+    s.audit.append_in(&st, &mut tx, event).await?;
     tx.commit().await?;
     Ok((StatusCode::CREATED, Json(user.into())))
+}
+
+/// The metadata an admin change records before and after: ids, roles, grants, status.
+/// Names and e-mail addresses are not copied into the trail.
+fn user_snapshot(user: &users::User) -> serde_json::Value {
+    serde_json::json!({
+        "user_id": user.id.to_string(),
+        "roles": user.roles.iter().map(|r| r.as_str()).collect::<Vec<_>>(),
+        "practices": match &user.practices {
+            PracticeAccess::All => serde_json::json!("all"),
+            PracticeAccess::Only(ids) => serde_json::json!(ids.iter().map(|p| p.to_string()).collect::<Vec<_>>()),
+        },
+        "status": user.status.as_str(),
+    })
 }
