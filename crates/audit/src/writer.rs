@@ -166,6 +166,39 @@ impl Auditor {
         self.shared.healthy.store(result.is_ok(), Ordering::Relaxed);
     }
 
+    /// Checks that the trail can be written, leaving no trace: a probe event is appended
+    /// to the platform chain in a transaction that is then rolled back.
+    pub async fn probe(&self) -> Result<()> {
+        let mut tx = self.shared.db.begin_platform(TxMode::Write).await?;
+        let probe = AuditEvent {
+            sequence: 0,
+            time: Utc::now(),
+            tenant: None,
+            actor: crate::Actor {
+                kind: crate::ActorKind::System,
+                id: "readiness-probe".into(),
+                role: String::new(),
+            },
+            source: crate::Source::default(),
+            action: crate::Action::GateChanged,
+            resource: crate::Resource {
+                kind: "audit_store".into(),
+                id: String::new(),
+            },
+            fields: Vec::new(),
+            outcome: crate::Outcome::Success,
+            reason: None,
+            request_id: String::new(),
+            before: None,
+            after: None,
+        };
+        let result = ledger::append_platform(&mut tx, vec![probe]).await;
+        // Dropping the transaction rolls it back: the probe is never committed.
+        drop(tx);
+        self.note(&result);
+        result.map(|_| ())
+    }
+
     /// Signs a checkpoint for every chain with events since its last one, now.
     pub async fn checkpoint_now(&self) -> Result<()> {
         self.shared.checkpoint_pending(0).await

@@ -25,6 +25,11 @@ pub(crate) struct Readiness {
     object_storage: &'static str,
     /// `unsealed` or `sealed` (a sealed server cannot serve PHI).
     keys: &'static str,
+    /// `ok` or `unavailable`: whether the audit trail can be written (PHI routes refuse
+    /// to answer while it cannot).
+    audit: &'static str,
+    /// `signing` or `waiting_for_keys`: whether checkpoints can be signed.
+    audit_checkpoints: &'static str,
 }
 
 /// Liveness: the process is up and serving.
@@ -33,14 +38,16 @@ pub(crate) async fn healthz() -> Json<Health> {
     Json(Health { status: "ok" })
 }
 
-/// Readiness: the database and object storage answer and the keys are unsealed.
+/// Readiness: the database and object storage answer, the keys are unsealed and the
+/// audit trail can be written.
 #[utoipa::path(get, path = "/readyz", tag = "health",
     responses((status = 200, body = Readiness), (status = 503, body = Readiness)))]
 pub(crate) async fn readyz(State(st): State<AppState>) -> Response {
     let db_ok = st.db.ping().await.is_ok();
     let obj_ok = st.objects.check().await.is_ok();
     let keys = super::keys_view(&st).status;
-    let ready = db_ok && obj_ok && keys == "unsealed";
+    let audit_ok = st.auditor.probe().await.is_ok();
+    let ready = db_ok && obj_ok && keys == "unsealed" && audit_ok;
     let word = |ok: bool| if ok { "ok" } else { "unavailable" };
     let status = if ready {
         StatusCode::OK
@@ -54,6 +61,12 @@ pub(crate) async fn readyz(State(st): State<AppState>) -> Response {
             database: word(db_ok),
             object_storage: word(obj_ok),
             keys,
+            audit: word(audit_ok),
+            audit_checkpoints: if st.auditor.has_signer() {
+                "signing"
+            } else {
+                "waiting_for_keys"
+            },
         }),
     )
         .into_response();
