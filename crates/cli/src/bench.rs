@@ -39,8 +39,12 @@ pub enum BenchCommand {
     /// Streaming encryption throughput on one core against raw AES-256-GCM, and the
     /// peak memory to encrypt and decrypt one large object.
     Stream(crate::bench_stream::StreamArgs),
-    /// Audit chain verification throughput (events per second, one thread).
+    /// Audit chain verification throughput (events per second, one thread, in memory).
     AuditVerify(crate::bench_audit::AuditVerifyArgs),
+    /// Audit append throughput through group commit (1 and 16 writers) against plain
+    /// inserts of the same rows, on SQLite and PostgreSQL, and verification from the
+    /// database.
+    AuditAppend(crate::bench_audit::AuditAppendArgs),
     /// Tenant-scoped create/read of encounters against the same operations unscoped.
     Scoping {
         /// Backends to measure.
@@ -72,6 +76,7 @@ pub async fn run(_config: Config, cmd: BenchCommand) -> Result<()> {
     match cmd {
         BenchCommand::Stream(args) => crate::bench_stream::run(args).await,
         BenchCommand::AuditVerify(args) => crate::bench_audit::run(args),
+        BenchCommand::AuditAppend(args) => crate::bench_audit::run_append(args).await,
         BenchCommand::Scoping {
             backend,
             ops,
