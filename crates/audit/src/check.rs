@@ -136,6 +136,9 @@ pub async fn verify_chain(
         }
     }
     let mut verifier = Verifier::new(&checkpoints, trusted).map_err(VerifyError::Fault)?;
+    // The head is read before the events: on a live server, events appended while the
+    // pages are read only add to what is checked, and never look like a cut tail.
+    let head = recorded_head(db, chain).await?;
     let mut after = 0u64;
     loop {
         let rows = page(db, chain, after).await?;
@@ -156,7 +159,6 @@ pub async fn verify_chain(
         }
     }
     let verification = verifier.finish().map_err(VerifyError::Fault)?;
-    let head = recorded_head(db, chain).await?;
     if head > verification.events {
         return Err(VerifyError::Fault(ChainFault::Truncated {
             sequence: head,

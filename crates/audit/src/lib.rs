@@ -19,6 +19,7 @@ mod checkpoint;
 mod encoding;
 mod error;
 mod event;
+pub mod fhir;
 pub mod ledger;
 pub mod signing;
 pub mod witness;

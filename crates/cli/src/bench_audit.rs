@@ -390,7 +390,7 @@ async fn measure_append(
 }
 
 pub async fn run_append(args: AuditAppendArgs) -> Result<()> {
-    if args.events == 0 || args.writers.iter().any(|w| *w == 0) {
+    if args.events == 0 || args.writers.contains(&0) {
         bail!("--events and --writers must be at least 1");
     }
     println!(

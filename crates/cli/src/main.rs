@@ -2,6 +2,7 @@
 //! layers together; every rule lives in the library crates.
 
 mod admin;
+mod audit;
 mod bench;
 mod bench_audit;
 mod bench_stream;
@@ -110,6 +111,9 @@ enum Command {
     DevCert(devcert::DevCertArgs),
     /// Print the OpenAPI document.
     Openapi,
+    /// Verify, export and checkpoint the audit trail.
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
     /// Measure performance; figures go in BENCHMARKS.md.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -158,6 +162,7 @@ fn main() -> ExitCode {
                 println!("{}", phivault_http::openapi::openapi_json());
                 Ok(())
             }
+            Command::Audit(c) => audit::run(config, c).await,
             Command::Bench(c) => bench::run(config, c).await,
         }
     });
