@@ -6,12 +6,13 @@ use anyhow::{Result, bail};
 use chrono::{Duration, Utc};
 use clap::Subcommand;
 use phivault_access::TenantScope;
+use phivault_audit::{Action, ledger};
 use phivault_domain::users::{NewUser, PracticeAccess, Role};
 use phivault_domain::{PracticeId, UserId, practices, tenants, tokens, users};
 use phivault_store::{Db, TenantId, TxMode};
 
 use crate::config::Config;
-use crate::setup;
+use crate::{oplog, setup};
 
 #[derive(Subcommand)]
 pub enum TenantCommand {
@@ -132,6 +133,14 @@ pub async fn tenant(config: Config, cmd: TenantCommand) -> Result<()> {
         TenantCommand::Create { slug, name } => {
             let mut tx = db.begin_platform(TxMode::Write).await?;
             let t = tenants::create(&mut tx, &slug, &name, Utc::now()).await?;
+            let mut e = oplog::event(
+                Action::AdminReferenceUpdated,
+                "tenant",
+                t.id,
+                &["slug", "name"],
+            );
+            e.after = Some(serde_json::json!({ "tenant_id": t.id.to_string(), "slug": slug }));
+            ledger::append_platform(&mut tx, vec![e]).await?;
             tx.commit().await?;
             println!("{}", t.id);
         }
@@ -144,6 +153,9 @@ pub async fn tenant(config: Config, cmd: TenantCommand) -> Result<()> {
             let scope = TenantScope::operator(id);
             let mut tx = scope.begin(&db, TxMode::Write).await?;
             let n = keys.shred_tenant(&mut tx, Utc::now()).await?;
+            let mut e = oplog::event(Action::KeysShredded, "tenant", id, &["tenant_keks"]);
+            e.after = Some(serde_json::json!({ "kek_versions_destroyed": n }));
+            ledger::append_tenant(&mut tx, vec![e]).await?;
             tx.commit().await?;
             println!(
                 "tenant {id}: {n} key-encryption key version(s) destroyed; its encrypted data is unrecoverable"
@@ -170,6 +182,9 @@ pub async fn practice(config: Config, cmd: PracticeCommand) -> Result<()> {
             let scope = TenantScope::operator(resolve_tenant(&db, &tenant).await?);
             let mut tx = scope.begin(&db, TxMode::Write).await?;
             let p = practices::create(&mut tx, &name, Utc::now()).await?;
+            let mut e = oplog::event(Action::AdminReferenceUpdated, "practice", p.id, &["name"]);
+            e.after = Some(serde_json::json!({ "practice_id": p.id.to_string() }));
+            ledger::append_tenant(&mut tx, vec![e]).await?;
             tx.commit().await?;
             println!("{}", p.id);
         }
@@ -228,6 +243,22 @@ pub async fn user(config: Config, cmd: UserCommand) -> Result<()> {
                 Utc::now(),
             )
             .await?;
+            let mut e = oplog::event(
+                Action::AdminUserChanged,
+                "user",
+                u.id,
+                &["email", "display_name", "roles", "practices", "status"],
+            );
+            e.after = Some(serde_json::json!({
+                "user_id": u.id.to_string(),
+                "roles": u.roles.iter().map(|r| r.as_str()).collect::<Vec<_>>(),
+                "practices": match &u.practices {
+                    PracticeAccess::All => serde_json::json!("all"),
+                    PracticeAccess::Only(ids) => serde_json::json!(ids.iter().map(|p| p.to_string()).collect::<Vec<_>>()),
+                },
+                "status": u.status,
+            }));
+            ledger::append_tenant(&mut tx, vec![e]).await?;
             tx.commit().await?;
             println!("{}", u.id);
         }
@@ -284,6 +315,9 @@ pub async fn token(config: Config, cmd: TokenCommand) -> Result<()> {
                 now,
             )
             .await?;
+            let mut e = oplog::event(Action::AdminUserChanged, "api_token", issued.id, &["token"]);
+            e.after = Some(serde_json::json!({ "user_id": user.to_string(), "state": "issued" }));
+            ledger::append_tenant(&mut tx, vec![e]).await?;
             tx.commit().await?;
             eprintln!(
                 "token {} for user {user}, expires {}; shown once:",
@@ -299,6 +333,9 @@ pub async fn token(config: Config, cmd: TokenCommand) -> Result<()> {
             let scope = TenantScope::operator(resolve_tenant(&db, &tenant).await?);
             let mut tx = scope.begin(&db, TxMode::Write).await?;
             tokens::revoke(&mut tx, id, Utc::now()).await?;
+            let mut e = oplog::event(Action::AdminUserChanged, "api_token", id, &["revoked_at"]);
+            e.after = Some(serde_json::json!({ "state": "revoked" }));
+            ledger::append_tenant(&mut tx, vec![e]).await?;
             tx.commit().await?;
             println!("revoked");
         }

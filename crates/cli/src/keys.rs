@@ -244,6 +244,15 @@ async fn rotate(config: Config, tenant: &str, batch: u32) -> Result<()> {
     bar.finish_and_clear();
     let mut tx = scope.begin(&db, TxMode::Write).await?;
     let destroyed = keys.finish_rotation(&mut tx, version, Utc::now()).await?;
+    let mut e = crate::oplog::event(
+        phivault_audit::Action::KeysRotated,
+        "tenant",
+        tenant,
+        &["tenant_keks", "data_keys"],
+    );
+    e.after =
+        Some(serde_json::json!({ "active_version": version, "versions_destroyed": destroyed }));
+    phivault_audit::ledger::append_tenant(&mut tx, vec![e]).await?;
     tx.commit().await?;
     println!("done: KEK version {version} active; {destroyed} old version(s) destroyed");
     db.close().await;

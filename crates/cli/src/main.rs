@@ -10,6 +10,7 @@ mod config;
 mod devcert;
 mod keys;
 mod migrate;
+mod oplog;
 mod serve;
 mod setup;
 

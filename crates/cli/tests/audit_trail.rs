@@ -298,6 +298,26 @@ async fn every_phi_route_writes_its_event(backend: Backend) {
     }
     assert!(walked >= 12, "walked only {walked} routes");
 
+    // Operator commands are in the trail too: the fixture's practice, user and token
+    // were made at the command line.
+    let operator: Vec<Value> = events(&f, "")
+        .await
+        .into_iter()
+        .filter(|e| e["actor_kind"] == "operator")
+        .collect();
+    for (action, kind) in [
+        ("admin.reference.updated", "practice"),
+        ("admin.user.changed", "user"),
+        ("admin.user.changed", "api_token"),
+    ] {
+        assert!(
+            operator.iter().any(|e| e["action"] == action
+                && e["resource_type"] == kind
+                && e["after"].is_object()),
+            "no operator event {action} on {kind}: {operator:?}"
+        );
+    }
+
     // The events name fields and ids, never the values.
     let all = serde_json::to_string(&events(&f, "").await).unwrap();
     for canary in [
