@@ -206,3 +206,21 @@ pub struct AuditEvent {
     /// For staff actions: the changed metadata after.
     pub after: Option<serde_json::Value>,
 }
+
+#[cfg(test)]
+mod catalogue_tests {
+    use super::Action;
+
+    #[test]
+    fn the_documented_catalogue_names_every_action() {
+        let doc = include_str!("../../../docs/audit.md");
+        for a in Action::ALL {
+            assert!(
+                doc.contains(&format!("| `{}` |", a.as_str())),
+                "docs/audit.md does not list {}",
+                a.as_str()
+            );
+            assert_eq!(a.as_str().parse::<Action>(), Ok(*a));
+        }
+    }
+}
