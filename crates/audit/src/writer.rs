@@ -62,12 +62,24 @@ struct Job {
     reply: oneshot::Sender<Result<u64>>,
 }
 
+/// What a chain's next checkpoint must cover. Sequence numbers rather than counts: an
+/// `append_in` event is noted before its transaction commits, so a checkpoint that runs
+/// in between does not cover it, and only a checkpoint that signs it settles it.
+#[derive(Clone, Copy)]
+struct Pending {
+    /// The last sequence a checkpoint signed (or, for a chain first written since start,
+    /// the one before its first event written here).
+    covered: u64,
+    /// The highest sequence written since, committed or not.
+    written: u64,
+}
+
 struct Shared {
     db: Db,
     config: AuditConfig,
     signer: RwLock<Option<Arc<CheckpointSigner>>>,
-    /// Events written per chain since its last checkpoint attempt.
-    pending: Mutex<HashMap<ChainId, u64>>,
+    /// Per chain with events written since its last checkpoint.
+    pending: Mutex<HashMap<ChainId, Pending>>,
     nudge: Notify,
     healthy: AtomicBool,
 }
@@ -158,7 +170,7 @@ impl Auditor {
         self.note(&result);
         let chained = result?;
         let seq = chained.last().map(|c| c.event.sequence).unwrap_or(0);
-        self.shared.count(ChainId::Tenant(tx.tenant()), 1);
+        self.shared.count(ChainId::Tenant(tx.tenant()), seq, seq);
         Ok(seq)
     }
 
@@ -211,12 +223,16 @@ impl Auditor {
 }
 
 impl Shared {
-    fn count(&self, chain: ChainId, n: u64) {
+    /// Notes that events `first..=last` of `chain` were written.
+    fn count(&self, chain: ChainId, first: u64, last: u64) {
         let reached = {
             let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-            let c = pending.entry(chain).or_insert(0);
-            *c += n;
-            *c >= self.config.checkpoint_every
+            let p = pending.entry(chain).or_insert(Pending {
+                covered: first.saturating_sub(1),
+                written: last,
+            });
+            p.written = p.written.max(last);
+            p.written.saturating_sub(p.covered) >= self.config.checkpoint_every
         };
         if reached {
             self.nudge.notify_one();
@@ -255,28 +271,32 @@ impl Shared {
         Ok(outcome)
     }
 
-    /// Checkpoints every chain with more than `threshold` pending events.
+    /// Checkpoints every chain with more than `threshold` pending events. A chain stays
+    /// pending until a checkpoint signs its last written event (one still uncommitted is
+    /// retried; one rolled back is settled by the next event, which reuses its number).
     async fn checkpoint_pending(&self, threshold: u64) -> Result<()> {
         if self.signer().is_none() {
             return Ok(());
         }
-        let due: Vec<(ChainId, u64)> = {
+        let due: Vec<ChainId> = {
             let pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
             pending
                 .iter()
-                .filter(|(_, n)| **n > threshold)
-                .map(|(c, n)| (*c, *n))
+                .filter(|(_, p)| p.written.saturating_sub(p.covered) > threshold)
+                .map(|(c, _)| *c)
                 .collect()
         };
         let mut first_error = None;
-        for (chain, n) in due {
+        for chain in due {
             match self.checkpoint(chain).await {
-                Ok(_) => {
-                    let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-                    if let Some(c) = pending.get_mut(&chain) {
-                        *c = c.saturating_sub(n);
-                        if *c == 0 {
-                            pending.remove(&chain);
+                Ok(outcome) => {
+                    if let CheckpointOutcome::Signed(cp) = outcome {
+                        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+                        if let Some(p) = pending.get_mut(&chain) {
+                            p.covered = p.covered.max(cp.checkpoint.sequence);
+                            if p.covered >= p.written {
+                                pending.remove(&chain);
+                            }
                         }
                     }
                 }
@@ -322,11 +342,12 @@ async fn write_loop(shared: Arc<Shared>, mut rx: mpsc::Receiver<Job>) {
         for (chain, jobs) in by_chain {
             let (events, replies): (Vec<_>, Vec<_>) =
                 jobs.into_iter().map(|j| (j.event, j.reply)).unzip();
-            let n = events.len() as u64;
             match shared.write_chain(chain, events).await {
                 Ok(seqs) => {
                     shared.healthy.store(true, Ordering::Relaxed);
-                    shared.count(chain, n);
+                    if let (Some(first), Some(last)) = (seqs.first(), seqs.last()) {
+                        shared.count(chain, *first, *last);
+                    }
                     for (reply, seq) in replies.into_iter().zip(seqs) {
                         let _ = reply.send(Ok(seq));
                     }

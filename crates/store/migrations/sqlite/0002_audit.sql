@@ -115,3 +115,21 @@ CREATE TRIGGER audit_signing_keys_no_update BEFORE UPDATE ON audit_signing_keys
 BEGIN SELECT RAISE(ABORT, 'audit records are append-only'); END;
 CREATE TRIGGER audit_signing_keys_no_delete BEFORE DELETE ON audit_signing_keys
 BEGIN SELECT RAISE(ABORT, 'audit records are append-only'); END;
+
+-- INSERT OR REPLACE deletes the old row without firing DELETE triggers (recursive
+-- triggers are off), so an insert over an existing key is refused up front.
+CREATE TRIGGER audit_events_no_replace BEFORE INSERT ON audit_events
+WHEN EXISTS (SELECT 1 FROM audit_events WHERE tenant_id = NEW.tenant_id AND seq = NEW.seq)
+BEGIN SELECT RAISE(ABORT, 'audit records are append-only'); END;
+CREATE TRIGGER audit_checkpoints_no_replace BEFORE INSERT ON audit_checkpoints
+WHEN EXISTS (SELECT 1 FROM audit_checkpoints WHERE tenant_id = NEW.tenant_id AND seq = NEW.seq)
+BEGIN SELECT RAISE(ABORT, 'audit records are append-only'); END;
+CREATE TRIGGER platform_audit_events_no_replace BEFORE INSERT ON platform_audit_events
+WHEN EXISTS (SELECT 1 FROM platform_audit_events WHERE seq = NEW.seq)
+BEGIN SELECT RAISE(ABORT, 'audit records are append-only'); END;
+CREATE TRIGGER platform_audit_checkpoints_no_replace BEFORE INSERT ON platform_audit_checkpoints
+WHEN EXISTS (SELECT 1 FROM platform_audit_checkpoints WHERE seq = NEW.seq)
+BEGIN SELECT RAISE(ABORT, 'audit records are append-only'); END;
+CREATE TRIGGER audit_signing_keys_no_replace BEFORE INSERT ON audit_signing_keys
+WHEN EXISTS (SELECT 1 FROM audit_signing_keys WHERE public_key = NEW.public_key)
+BEGIN SELECT RAISE(ABORT, 'audit records are append-only'); END;
