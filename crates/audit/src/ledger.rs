@@ -9,7 +9,9 @@
 //! trusts it except to notice a cut tail.
 
 use chrono::{DateTime, TimeZone, Utc};
-use phivault_store::{PlatformTx, TenantId, TenantTx};
+use std::sync::LazyLock;
+
+use phivault_store::{PlatformTx, Query, TenantId, TenantTx};
 
 use crate::chain::{ChainedEvent, GENESIS, chain};
 use crate::checkpoint::{Checkpoint, CheckpointSigner, SignedCheckpoint};
@@ -180,6 +182,71 @@ fn fields_json(fields: &[String]) -> String {
     serde_json::to_string(fields).unwrap_or_else(|_| "[]".into())
 }
 
+/// Rows per INSERT statement: a batch of events is written in a few multi-row statements
+/// rather than one statement per event (statement overhead dominates otherwise).
+const INSERT_CHUNK: usize = 4;
+
+const EVENT_COLUMNS: &str = "seq, time_us, actor_kind, actor_id, actor_role, source_ip, \
+    source_user_agent, source_device, action, resource_type, resource_id, fields, outcome, \
+    reason, request_id, before_json, after_json, prev_hash, hash";
+const EVENT_PARAMS: usize = 19;
+
+/// `INSERT INTO <table> (...) VALUES (...), ...` for 1 to [`INSERT_CHUNK`] rows. Tenant
+/// rows all take `tenant_id` from `$1`, as the store's guard requires.
+fn insert_statements(table: &str, tenant: bool) -> Vec<String> {
+    (1..=INSERT_CHUNK)
+        .map(|rows| {
+            let first = if tenant { 2 } else { 1 };
+            let values: Vec<String> = (0..rows)
+                .map(|r| {
+                    let params: Vec<String> = (0..EVENT_PARAMS)
+                        .map(|i| format!("${}", first + r * EVENT_PARAMS + i))
+                        .collect();
+                    if tenant {
+                        format!("($1, {})", params.join(", "))
+                    } else {
+                        format!("({})", params.join(", "))
+                    }
+                })
+                .collect();
+            format!(
+                "INSERT INTO {table} ({}{EVENT_COLUMNS}) VALUES {}",
+                if tenant { "tenant_id, " } else { "" },
+                values.join(", ")
+            )
+        })
+        .collect()
+}
+
+static TENANT_INSERTS: LazyLock<Vec<String>> =
+    LazyLock::new(|| insert_statements("audit_events", true));
+static PLATFORM_INSERTS: LazyLock<Vec<String>> =
+    LazyLock::new(|| insert_statements("platform_audit_events", false));
+
+/// Binds one event's columns, in [`EVENT_COLUMNS`] order.
+fn bind_event<'t>(q: Query<'t>, c: &ChainedEvent) -> Query<'t> {
+    let e = &c.event;
+    q.bind(seq_i64(e.sequence))
+        .bind(micros(e.time))
+        .bind(e.actor.kind.as_str())
+        .bind(e.actor.id.as_str())
+        .bind(e.actor.role.as_str())
+        .bind(e.source.ip.as_str())
+        .bind(e.source.user_agent.as_str())
+        .bind(e.source.device.as_str())
+        .bind(e.action.as_str())
+        .bind(e.resource.kind.as_str())
+        .bind(e.resource.id.as_str())
+        .bind(fields_json(&e.fields))
+        .bind(e.outcome.as_str())
+        .bind(e.reason.clone())
+        .bind(e.request_id.as_str())
+        .bind(opt_json(&e.before))
+        .bind(opt_json(&e.after))
+        .bind(c.prev_hash.to_vec())
+        .bind(c.hash.to_vec())
+}
+
 /// Appends `events` to the transaction's tenant chain, numbering and linking them. The
 /// events commit (or roll back) with the transaction.
 pub async fn append_tenant(
@@ -209,36 +276,13 @@ pub async fn append_tenant(
     };
     let tenant = tx.tenant();
     let chained = link(head, events, Some(tenant))?;
-    for c in &chained {
-        let e = &c.event;
-        tx.query(
-            "INSERT INTO audit_events (tenant_id, seq, time_us, actor_kind, actor_id, actor_role,
-                 source_ip, source_user_agent, source_device, action, resource_type, resource_id,
-                 fields, outcome, reason, request_id, before_json, after_json, prev_hash, hash)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17,
-                 $18, $19, $20)",
-        )
-        .bind(seq_i64(e.sequence))
-        .bind(micros(e.time))
-        .bind(e.actor.kind.as_str())
-        .bind(e.actor.id.as_str())
-        .bind(e.actor.role.as_str())
-        .bind(e.source.ip.as_str())
-        .bind(e.source.user_agent.as_str())
-        .bind(e.source.device.as_str())
-        .bind(e.action.as_str())
-        .bind(e.resource.kind.as_str())
-        .bind(e.resource.id.as_str())
-        .bind(fields_json(&e.fields))
-        .bind(e.outcome.as_str())
-        .bind(e.reason.clone())
-        .bind(e.request_id.as_str())
-        .bind(opt_json(&e.before))
-        .bind(opt_json(&e.after))
-        .bind(c.prev_hash.to_vec())
-        .bind(c.hash.to_vec())
-        .execute()
-        .await?;
+    for rows in chained.chunks(INSERT_CHUNK) {
+        let sql = &LazyLock::force(&TENANT_INSERTS)[rows.len() - 1];
+        let mut q = tx.query(sql);
+        for c in rows {
+            q = bind_event(q, c);
+        }
+        q.execute().await?;
     }
     let last = chained.last().map(|c| c.hash).unwrap_or(GENESIS);
     tx.query("UPDATE audit_heads SET hash = $2 WHERE tenant_id = $1")
@@ -263,36 +307,13 @@ pub async fn append_platform(
         .fetch_one()
         .await?;
     let chained = link(head, events, None)?;
-    for c in &chained {
-        let e = &c.event;
-        tx.query(
-            "INSERT INTO platform_audit_events (seq, time_us, actor_kind, actor_id, actor_role,
-                 source_ip, source_user_agent, source_device, action, resource_type, resource_id,
-                 fields, outcome, reason, request_id, before_json, after_json, prev_hash, hash)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17,
-                 $18, $19)",
-        )
-        .bind(seq_i64(e.sequence))
-        .bind(micros(e.time))
-        .bind(e.actor.kind.as_str())
-        .bind(e.actor.id.as_str())
-        .bind(e.actor.role.as_str())
-        .bind(e.source.ip.as_str())
-        .bind(e.source.user_agent.as_str())
-        .bind(e.source.device.as_str())
-        .bind(e.action.as_str())
-        .bind(e.resource.kind.as_str())
-        .bind(e.resource.id.as_str())
-        .bind(fields_json(&e.fields))
-        .bind(e.outcome.as_str())
-        .bind(e.reason.clone())
-        .bind(e.request_id.as_str())
-        .bind(opt_json(&e.before))
-        .bind(opt_json(&e.after))
-        .bind(c.prev_hash.to_vec())
-        .bind(c.hash.to_vec())
-        .execute()
-        .await?;
+    for rows in chained.chunks(INSERT_CHUNK) {
+        let sql = &LazyLock::force(&PLATFORM_INSERTS)[rows.len() - 1];
+        let mut q = tx.query(sql);
+        for c in rows {
+            q = bind_event(q, c);
+        }
+        q.execute().await?;
     }
     let last = chained.last().map(|c| c.hash).unwrap_or(GENESIS);
     tx.query("UPDATE platform_audit_head SET hash = $1 WHERE id = 1")

@@ -335,6 +335,17 @@ async fn write_loop(shared: Arc<Shared>, mut rx: mpsc::Receiver<Job>) {
     let max = shared.config.batch_max.max(1);
     let mut batch = Vec::with_capacity(max);
     while rx.recv_many(&mut batch, max).await > 0 {
+        // The callers just answered are still resubmitting; one yield lets them join this
+        // batch instead of leaving a batch of one behind them (which costs a whole commit).
+        if batch.len() < max {
+            tokio::task::yield_now().await;
+            while batch.len() < max {
+                match rx.try_recv() {
+                    Ok(job) => batch.push(job),
+                    Err(_) => break,
+                }
+            }
+        }
         let mut by_chain: BTreeMap<ChainId, Vec<Job>> = BTreeMap::new();
         for job in batch.drain(..) {
             by_chain.entry(chain_of(&job.event)).or_default().push(job);

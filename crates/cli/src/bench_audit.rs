@@ -133,9 +133,13 @@ pub struct AuditAppendArgs {
     /// Events written per measurement.
     #[arg(long, default_value_t = 20_000)]
     events: u64,
-    /// Concurrent writers to measure with.
+    /// Concurrent writers to measure with (each awaits its event's commit, as a request
+    /// does).
     #[arg(long, default_values_t = [1, 16])]
     writers: Vec<usize>,
+    /// A signed checkpoint every this many events of the chain.
+    #[arg(long, default_value_t = 1000)]
+    checkpoint_every: u64,
     /// Superuser URL of a PostgreSQL server; a scratch database is created and dropped.
     #[arg(
         long,
@@ -257,12 +261,17 @@ fn progress(label: &str, len: u64) -> ProgressBar {
     bar
 }
 
-async fn chained(db: &phivault_store::Db, writers: usize, events: u64) -> Result<(f64, TenantId)> {
+async fn chained(
+    db: &phivault_store::Db,
+    writers: usize,
+    events: u64,
+    checkpoint_every: u64,
+) -> Result<(f64, TenantId)> {
     let tenant = new_tenant(db).await?;
     let auditor = phivault_audit::Auditor::start(
         db.clone(),
         phivault_audit::AuditConfig {
-            checkpoint_every: 1000,
+            checkpoint_every,
             ..phivault_audit::AuditConfig::default()
         },
     );
@@ -356,7 +365,7 @@ async fn measure_append(
     let mut last_tenant = None;
     for &w in &args.writers {
         let per_tx = plain_per_tx(&plain, w, args.events).await?;
-        let (rate, tenant) = chained(db, w, args.events).await?;
+        let (rate, tenant) = chained(db, w, args.events, args.checkpoint_every).await?;
         last_tenant = Some(tenant);
         println!(
             "{name:<9} {w:>7} {:>16} {:>16} {:>12}",
@@ -390,12 +399,12 @@ async fn measure_append(
 }
 
 pub async fn run_append(args: AuditAppendArgs) -> Result<()> {
-    if args.events == 0 || args.writers.contains(&0) {
-        bail!("--events and --writers must be at least 1");
+    if args.events == 0 || args.writers.contains(&0) || args.checkpoint_every == 0 {
+        bail!("--events, --writers and --checkpoint-every must be at least 1");
     }
     println!(
-        "phivault bench audit-append: {} events per measurement; chained = group-committed, hash-chained, checkpointed every 1000",
-        args.events
+        "phivault bench audit-append: {} events per measurement; chained = group-committed, hash-chained, checkpointed every {}",
+        args.events, args.checkpoint_every
     );
     println!(
         "{:<9} {:>7} {:>16} {:>16} {:>12}",
