@@ -247,49 +247,148 @@ fn bind_event<'t>(q: Query<'t>, c: &ChainedEvent) -> Query<'t> {
         .bind(c.hash.to_vec())
 }
 
-/// Appends `events` to the transaction's tenant chain, numbering and linking them. The
-/// events commit (or roll back) with the transaction.
-pub async fn append_tenant(
-    tx: &mut TenantTx,
-    events: Vec<AuditEvent>,
-) -> Result<Vec<ChainedEvent>> {
+/// The statements of one kind of chain. Tenant statements take the tenant as `$1`
+/// (bound by the [`TenantTx`]); platform statements number their own parameters from
+/// `$1`. Both bind the same values in the same order.
+struct ChainSql {
+    advance_head: &'static str,
+    create_head: Option<&'static str>,
+    set_head_hash: &'static str,
+    head: &'static str,
+    last_checkpoint: &'static str,
+    events_after: &'static str,
+    page: &'static str,
+    insert_checkpoint: &'static str,
+    checkpoints: &'static str,
+}
+
+const TENANT_SQL: ChainSql = ChainSql {
+    advance_head: "UPDATE audit_heads SET seq = seq + $2 WHERE tenant_id = $1 RETURNING seq, hash",
+    create_head: Some(
+        "INSERT INTO audit_heads (tenant_id, seq, hash) VALUES ($1, 0, $2)
+         ON CONFLICT (tenant_id) DO NOTHING",
+    ),
+    set_head_hash: "UPDATE audit_heads SET hash = $2 WHERE tenant_id = $1",
+    head: "SELECT seq FROM audit_heads WHERE tenant_id = $1",
+    last_checkpoint: "SELECT seq, time_us, head, public_key, signature FROM audit_checkpoints
+         WHERE tenant_id = $1 ORDER BY seq DESC LIMIT 1",
+    events_after: "SELECT seq, time_us, actor_kind, actor_id, actor_role, source_ip,
+            source_user_agent, source_device, action, resource_type, resource_id, fields,
+            outcome, reason, request_id, before_json, after_json, prev_hash, hash
+         FROM audit_events WHERE tenant_id = $1 AND seq > $2 ORDER BY seq",
+    page: "SELECT seq, time_us, actor_kind, actor_id, actor_role, source_ip,
+            source_user_agent, source_device, action, resource_type, resource_id, fields,
+            outcome, reason, request_id, before_json, after_json, prev_hash, hash
+         FROM audit_events WHERE tenant_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+    insert_checkpoint: "INSERT INTO audit_checkpoints (tenant_id, seq, time_us, head, public_key,
+            signature)
+         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (tenant_id, seq) DO NOTHING",
+    checkpoints: "SELECT seq, time_us, head, public_key, signature FROM audit_checkpoints
+         WHERE tenant_id = $1 ORDER BY seq",
+};
+
+const PLATFORM_SQL: ChainSql = ChainSql {
+    advance_head: "UPDATE platform_audit_head SET seq = seq + $1 WHERE id = 1 RETURNING seq, hash",
+    create_head: None,
+    set_head_hash: "UPDATE platform_audit_head SET hash = $1 WHERE id = 1",
+    head: "SELECT seq FROM platform_audit_head WHERE id = 1",
+    last_checkpoint: "SELECT seq, time_us, head, public_key, signature
+         FROM platform_audit_checkpoints ORDER BY seq DESC LIMIT 1",
+    events_after: "SELECT seq, time_us, actor_kind, actor_id, actor_role, source_ip,
+            source_user_agent, source_device, action, resource_type, resource_id, fields,
+            outcome, reason, request_id, before_json, after_json, prev_hash, hash
+         FROM platform_audit_events WHERE seq > $1 ORDER BY seq",
+    page: "SELECT seq, time_us, actor_kind, actor_id, actor_role, source_ip,
+            source_user_agent, source_device, action, resource_type, resource_id, fields,
+            outcome, reason, request_id, before_json, after_json, prev_hash, hash
+         FROM platform_audit_events WHERE seq > $1 ORDER BY seq LIMIT $2",
+    insert_checkpoint: "INSERT INTO platform_audit_checkpoints (seq, time_us, head, public_key,
+            signature)
+         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (seq) DO NOTHING",
+    checkpoints: "SELECT seq, time_us, head, public_key, signature FROM platform_audit_checkpoints
+         ORDER BY seq",
+};
+
+/// A transaction on one chain: a tenant's ([`TenantTx`]) or the platform's
+/// ([`PlatformTx`]).
+trait ChainTx: Send {
+    const SQL: ChainSql;
+    fn statement(&mut self, sql: &'static str) -> Query<'_>;
+    fn chain_tenant(&self) -> Option<TenantId>;
+    fn insert(rows: usize) -> &'static str;
+}
+
+impl ChainTx for TenantTx {
+    const SQL: ChainSql = TENANT_SQL;
+    fn statement(&mut self, sql: &'static str) -> Query<'_> {
+        self.query(sql)
+    }
+    fn chain_tenant(&self) -> Option<TenantId> {
+        Some(self.tenant())
+    }
+    fn insert(rows: usize) -> &'static str {
+        &LazyLock::force(&TENANT_INSERTS)[rows - 1]
+    }
+}
+
+impl ChainTx for PlatformTx {
+    const SQL: ChainSql = PLATFORM_SQL;
+    fn statement(&mut self, sql: &'static str) -> Query<'_> {
+        self.query(sql)
+    }
+    fn chain_tenant(&self) -> Option<TenantId> {
+        None
+    }
+    fn insert(rows: usize) -> &'static str {
+        &LazyLock::force(&PLATFORM_INSERTS)[rows - 1]
+    }
+}
+
+async fn append<T: ChainTx>(tx: &mut T, events: Vec<AuditEvent>) -> Result<Vec<ChainedEvent>> {
     if events.is_empty() {
         return Ok(Vec::new());
     }
     let n = i64::try_from(events.len()).map_err(|_| AuditError::TooLarge)?;
     let head = loop {
         let head: Option<(i64, Vec<u8>)> = tx
-            .query("UPDATE audit_heads SET seq = seq + $2 WHERE tenant_id = $1 RETURNING seq, hash")
+            .statement(T::SQL.advance_head)
             .bind(n)
             .fetch_optional()
             .await?;
-        if let Some(h) = head {
-            break h;
+        match (head, T::SQL.create_head) {
+            (Some(h), _) => break h,
+            (None, Some(create)) => {
+                tx.statement(create)
+                    .bind(GENESIS.to_vec())
+                    .execute()
+                    .await?;
+            }
+            (None, None) => return Err(AuditError::CorruptHead),
         }
-        tx.query(
-            "INSERT INTO audit_heads (tenant_id, seq, hash) VALUES ($1, 0, $2)
-             ON CONFLICT (tenant_id) DO NOTHING",
-        )
-        .bind(GENESIS.to_vec())
-        .execute()
-        .await?;
     };
-    let tenant = tx.tenant();
-    let chained = link(head, events, Some(tenant))?;
+    let chained = link(head, events, tx.chain_tenant())?;
     for rows in chained.chunks(INSERT_CHUNK) {
-        let sql = &LazyLock::force(&TENANT_INSERTS)[rows.len() - 1];
-        let mut q = tx.query(sql);
+        let mut q = tx.statement(T::insert(rows.len()));
         for c in rows {
             q = bind_event(q, c);
         }
         q.execute().await?;
     }
     let last = chained.last().map(|c| c.hash).unwrap_or(GENESIS);
-    tx.query("UPDATE audit_heads SET hash = $2 WHERE tenant_id = $1")
+    tx.statement(T::SQL.set_head_hash)
         .bind(last.to_vec())
         .execute()
         .await?;
     Ok(chained)
+}
+
+/// Appends `events` to the transaction's tenant chain, numbering and linking them. The
+/// events commit (or roll back) with the transaction.
+pub async fn append_tenant(
+    tx: &mut TenantTx,
+    events: Vec<AuditEvent>,
+) -> Result<Vec<ChainedEvent>> {
+    append(tx, events).await
 }
 
 /// Appends `events` to the platform chain inside `tx`.
@@ -297,30 +396,7 @@ pub async fn append_platform(
     tx: &mut PlatformTx,
     events: Vec<AuditEvent>,
 ) -> Result<Vec<ChainedEvent>> {
-    if events.is_empty() {
-        return Ok(Vec::new());
-    }
-    let n = i64::try_from(events.len()).map_err(|_| AuditError::TooLarge)?;
-    let head: (i64, Vec<u8>) = tx
-        .query("UPDATE platform_audit_head SET seq = seq + $1 WHERE id = 1 RETURNING seq, hash")
-        .bind(n)
-        .fetch_one()
-        .await?;
-    let chained = link(head, events, None)?;
-    for rows in chained.chunks(INSERT_CHUNK) {
-        let sql = &LazyLock::force(&PLATFORM_INSERTS)[rows.len() - 1];
-        let mut q = tx.query(sql);
-        for c in rows {
-            q = bind_event(q, c);
-        }
-        q.execute().await?;
-    }
-    let last = chained.last().map(|c| c.hash).unwrap_or(GENESIS);
-    tx.query("UPDATE platform_audit_head SET hash = $1 WHERE id = 1")
-        .bind(last.to_vec())
-        .execute()
-        .await?;
-    Ok(chained)
+    append(tx, events).await
 }
 
 /// Numbers and links `events` after the head (`seq` already advanced by their count).
@@ -354,6 +430,42 @@ pub enum CheckpointOutcome {
     UpToDate,
 }
 
+async fn checkpoint<T: ChainTx>(
+    tx: &mut T,
+    signer: &CheckpointSigner,
+    now: DateTime<Utc>,
+) -> Result<CheckpointOutcome> {
+    let last: Option<CheckpointRow> = tx
+        .statement(T::SQL.last_checkpoint)
+        .fetch_optional()
+        .await?;
+    let (from, prev) = match last {
+        Some(row) => {
+            let (cp, _) = row.decode()?;
+            (cp.checkpoint.sequence, cp.checkpoint.head)
+        }
+        None => (0, GENESIS),
+    };
+    let rows: Vec<EventRow> = tx
+        .statement(T::SQL.events_after)
+        .bind(seq_i64(from))
+        .fetch_all()
+        .await?;
+    let Some(cp) = check_segment(from, prev, rows, tx.chain_tenant(), now)? else {
+        return Ok(CheckpointOutcome::UpToDate);
+    };
+    let signed = signer.sign(cp);
+    tx.statement(T::SQL.insert_checkpoint)
+        .bind(seq_i64(cp.sequence))
+        .bind(micros(cp.time))
+        .bind(cp.head.to_vec())
+        .bind(signer.verifying_key().to_bytes().to_vec())
+        .bind(signed.signature.to_vec())
+        .execute()
+        .await?;
+    Ok(CheckpointOutcome::Signed(signed))
+}
+
 /// Signs a checkpoint over the tenant chain's current head, after checking that the
 /// events since the previous checkpoint link to it, so a checkpoint never vouches for a
 /// broken chain.
@@ -362,47 +474,7 @@ pub async fn checkpoint_tenant(
     signer: &CheckpointSigner,
     now: DateTime<Utc>,
 ) -> Result<CheckpointOutcome> {
-    let last: Option<CheckpointRow> = tx
-        .query(
-            "SELECT seq, time_us, head, public_key, signature FROM audit_checkpoints
-             WHERE tenant_id = $1 ORDER BY seq DESC LIMIT 1",
-        )
-        .fetch_optional()
-        .await?;
-    let (from, prev) = match last {
-        Some(row) => {
-            let (cp, _) = row.decode()?;
-            (cp.checkpoint.sequence, cp.checkpoint.head)
-        }
-        None => (0, GENESIS),
-    };
-    let rows: Vec<EventRow> = tx
-        .query(
-            "SELECT seq, time_us, actor_kind, actor_id, actor_role, source_ip, source_user_agent,
-                    source_device, action, resource_type, resource_id, fields, outcome, reason,
-                    request_id, before_json, after_json, prev_hash, hash
-             FROM audit_events WHERE tenant_id = $1 AND seq > $2 ORDER BY seq",
-        )
-        .bind(seq_i64(from))
-        .fetch_all()
-        .await?;
-    let tenant = tx.tenant();
-    let Some(cp) = check_segment(from, prev, rows, Some(tenant), now)? else {
-        return Ok(CheckpointOutcome::UpToDate);
-    };
-    let signed = signer.sign(cp);
-    tx.query(
-        "INSERT INTO audit_checkpoints (tenant_id, seq, time_us, head, public_key, signature)
-         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (tenant_id, seq) DO NOTHING",
-    )
-    .bind(seq_i64(cp.sequence))
-    .bind(micros(cp.time))
-    .bind(cp.head.to_vec())
-    .bind(signer.verifying_key().to_bytes().to_vec())
-    .bind(signed.signature.to_vec())
-    .execute()
-    .await?;
-    Ok(CheckpointOutcome::Signed(signed))
+    checkpoint(tx, signer, now).await
 }
 
 /// [`checkpoint_tenant`] for the platform chain.
@@ -411,46 +483,7 @@ pub async fn checkpoint_platform(
     signer: &CheckpointSigner,
     now: DateTime<Utc>,
 ) -> Result<CheckpointOutcome> {
-    let last: Option<CheckpointRow> = tx
-        .query(
-            "SELECT seq, time_us, head, public_key, signature FROM platform_audit_checkpoints
-             ORDER BY seq DESC LIMIT 1",
-        )
-        .fetch_optional()
-        .await?;
-    let (from, prev) = match last {
-        Some(row) => {
-            let (cp, _) = row.decode()?;
-            (cp.checkpoint.sequence, cp.checkpoint.head)
-        }
-        None => (0, GENESIS),
-    };
-    let rows: Vec<EventRow> = tx
-        .query(
-            "SELECT seq, time_us, actor_kind, actor_id, actor_role, source_ip, source_user_agent,
-                    source_device, action, resource_type, resource_id, fields, outcome, reason,
-                    request_id, before_json, after_json, prev_hash, hash
-             FROM platform_audit_events WHERE seq > $1 ORDER BY seq",
-        )
-        .bind(seq_i64(from))
-        .fetch_all()
-        .await?;
-    let Some(cp) = check_segment(from, prev, rows, None, now)? else {
-        return Ok(CheckpointOutcome::UpToDate);
-    };
-    let signed = signer.sign(cp);
-    tx.query(
-        "INSERT INTO platform_audit_checkpoints (seq, time_us, head, public_key, signature)
-         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (seq) DO NOTHING",
-    )
-    .bind(seq_i64(cp.sequence))
-    .bind(micros(cp.time))
-    .bind(cp.head.to_vec())
-    .bind(signer.verifying_key().to_bytes().to_vec())
-    .bind(signed.signature.to_vec())
-    .execute()
-    .await?;
-    Ok(CheckpointOutcome::Signed(signed))
+    checkpoint(tx, signer, now).await
 }
 
 /// Checks that `rows` continue the chain from (`from`, `prev`) and returns the
@@ -492,15 +525,8 @@ pub struct StoredCheckpoint {
     pub public_key: [u8; 32],
 }
 
-/// Every checkpoint of the transaction's tenant chain, in order.
-pub async fn tenant_checkpoints(tx: &mut TenantTx) -> Result<Vec<StoredCheckpoint>> {
-    let rows: Vec<CheckpointRow> = tx
-        .query(
-            "SELECT seq, time_us, head, public_key, signature FROM audit_checkpoints
-             WHERE tenant_id = $1 ORDER BY seq",
-        )
-        .fetch_all()
-        .await?;
+async fn checkpoints<T: ChainTx>(tx: &mut T) -> Result<Vec<StoredCheckpoint>> {
+    let rows: Vec<CheckpointRow> = tx.statement(T::SQL.checkpoints).fetch_all().await?;
     rows.into_iter()
         .map(|r| {
             r.decode()
@@ -509,21 +535,25 @@ pub async fn tenant_checkpoints(tx: &mut TenantTx) -> Result<Vec<StoredCheckpoin
         .collect()
 }
 
+/// Every checkpoint of the transaction's tenant chain, in order.
+pub async fn tenant_checkpoints(tx: &mut TenantTx) -> Result<Vec<StoredCheckpoint>> {
+    checkpoints(tx).await
+}
+
 /// Every checkpoint of the platform chain, in order.
 pub async fn platform_checkpoints(tx: &mut PlatformTx) -> Result<Vec<StoredCheckpoint>> {
-    let rows: Vec<CheckpointRow> = tx
-        .query(
-            "SELECT seq, time_us, head, public_key, signature FROM platform_audit_checkpoints
-             ORDER BY seq",
-        )
+    checkpoints(tx).await
+}
+
+async fn page<T: ChainTx>(tx: &mut T, after: u64, limit: u32) -> Result<Vec<Result<ChainedEvent>>> {
+    let rows: Vec<EventRow> = tx
+        .statement(T::SQL.page)
+        .bind(seq_i64(after))
+        .bind(i64::from(limit))
         .fetch_all()
         .await?;
-    rows.into_iter()
-        .map(|r| {
-            r.decode()
-                .map(|(signed, public_key)| StoredCheckpoint { signed, public_key })
-        })
-        .collect()
+    let tenant = tx.chain_tenant();
+    Ok(rows.into_iter().map(|r| r.decode(tenant)).collect())
 }
 
 /// A page of the tenant chain in sequence order: events with `seq > after`, at most
@@ -533,19 +563,7 @@ pub async fn tenant_page(
     after: u64,
     limit: u32,
 ) -> Result<Vec<Result<ChainedEvent>>> {
-    let rows: Vec<EventRow> = tx
-        .query(
-            "SELECT seq, time_us, actor_kind, actor_id, actor_role, source_ip, source_user_agent,
-                    source_device, action, resource_type, resource_id, fields, outcome, reason,
-                    request_id, before_json, after_json, prev_hash, hash
-             FROM audit_events WHERE tenant_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
-        )
-        .bind(seq_i64(after))
-        .bind(i64::from(limit))
-        .fetch_all()
-        .await?;
-    let tenant = tx.tenant();
-    Ok(rows.into_iter().map(|r| r.decode(Some(tenant))).collect())
+    page(tx, after, limit).await
 }
 
 /// A page of the platform chain in sequence order.
@@ -554,37 +572,23 @@ pub async fn platform_page(
     after: u64,
     limit: u32,
 ) -> Result<Vec<Result<ChainedEvent>>> {
-    let rows: Vec<EventRow> = tx
-        .query(
-            "SELECT seq, time_us, actor_kind, actor_id, actor_role, source_ip, source_user_agent,
-                    source_device, action, resource_type, resource_id, fields, outcome, reason,
-                    request_id, before_json, after_json, prev_hash, hash
-             FROM platform_audit_events WHERE seq > $1 ORDER BY seq LIMIT $2",
-        )
-        .bind(seq_i64(after))
-        .bind(i64::from(limit))
-        .fetch_all()
-        .await?;
-    Ok(rows.into_iter().map(|r| r.decode(None)).collect())
+    page(tx, after, limit).await
+}
+
+async fn head<T: ChainTx>(tx: &mut T) -> Result<u64> {
+    let row: Option<(i64,)> = tx.statement(T::SQL.head).fetch_optional().await?;
+    Ok(row.map(|(s,)| u64::try_from(s).unwrap_or(0)).unwrap_or(0))
 }
 
 /// The head the chain's head row records (sequence 0 for a chain never written). A
 /// chain whose last event is below it lost its tail.
 pub async fn tenant_head(tx: &mut TenantTx) -> Result<u64> {
-    let row: Option<(i64,)> = tx
-        .query("SELECT seq FROM audit_heads WHERE tenant_id = $1")
-        .fetch_optional()
-        .await?;
-    Ok(row.map(|(s,)| u64::try_from(s).unwrap_or(0)).unwrap_or(0))
+    head(tx).await
 }
 
 /// The platform chain's recorded head.
 pub async fn platform_head(tx: &mut PlatformTx) -> Result<u64> {
-    let (s,): (i64,) = tx
-        .query("SELECT seq FROM platform_audit_head WHERE id = 1")
-        .fetch_one()
-        .await?;
-    Ok(u64::try_from(s).unwrap_or(0))
+    head(tx).await
 }
 
 /// Filters for listing a tenant's events, newest first.

@@ -126,7 +126,8 @@ async fn health_sends_security_headers_and_no_hsts_on_loopback() {
     ready.expect(200);
     assert_eq!(
         ready.json(),
-        json!({"status": "ready", "database": "ok", "object_storage": "ok", "keys": "unsealed"})
+        json!({"status": "ready", "database": "ok", "object_storage": "ok", "keys": "unsealed",
+               "audit": "ok", "audit_checkpoints": "signing"})
     );
     assert_security_headers(&ready);
 
@@ -434,7 +435,8 @@ async fn a_sealed_server_refuses_phi_until_unsealed() {
     // The documented readiness report, saying what is not ready.
     assert_eq!(
         ready.json(),
-        json!({"status": "not_ready", "database": "ok", "object_storage": "ok", "keys": "sealed"})
+        json!({"status": "not_ready", "database": "ok", "object_storage": "ok", "keys": "sealed",
+               "audit": "ok", "audit_checkpoints": "waiting_for_keys"})
     );
     let keys = server.get("/api/v1/sys/keys", None).await;
     keys.expect(200);
@@ -496,7 +498,10 @@ async fn a_sealed_server_refuses_phi_until_unsealed() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("unsealed"));
-    server.get("/readyz", None).await.expect(200);
+    let ready = server.get("/readyz", None).await;
+    ready.expect(200);
+    // Unsealing also gave the auditor its checkpoint key.
+    assert_eq!(ready.json()["audit_checkpoints"], "signing");
     let created = server.post_json(&t.path("patients"), token, &patient).await;
     created.expect(201);
     let id = created.json()["id"].as_str().unwrap().to_string();
@@ -511,6 +516,31 @@ async fn a_sealed_server_refuses_phi_until_unsealed() {
 
     // Neither passphrase reaches the log.
     assert!(server.stop().success());
+    // Both unseal attempts are on the platform chain: the refused one and the success.
+    let trail = site.cli(&["audit", "export", "--format", "jsonl"]);
+    let unseals: Vec<serde_json::Value> = trail
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|e| e.to_string().contains("keys.unsealed"))
+        .collect();
+    let outcomes: Vec<String> = unseals
+        .iter()
+        .map(|e| e.to_string())
+        .map(|t| {
+            if t.contains("\"failure\"") {
+                "failure"
+            } else {
+                "success"
+            }
+            .to_string()
+        })
+        .collect();
+    assert!(outcomes.contains(&"failure".to_string()), "{unseals:?}");
+    assert!(outcomes.contains(&"success".to_string()), "{unseals:?}");
+    assert!(
+        !trail.to_lowercase().contains("canary"),
+        "a passphrase is in the trail"
+    );
     let log = server.stderr();
     assert!(
         !log.to_lowercase().contains("canary"),
