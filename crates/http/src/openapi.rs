@@ -12,7 +12,6 @@ use crate::routes;
     paths(
         routes::healthz, routes::readyz, routes::me, routes::keys_status, routes::unseal,
         routes::list_practices, routes::create_practice,
-        routes::list_users, routes::create_user,
         routes::list_patients, routes::create_patient, routes::get_patient,
         routes::list_encounters, routes::create_encounter, routes::get_encounter,
         routes::list_audit,
@@ -34,12 +33,22 @@ impl Modify for BearerAuth {
     }
 }
 
+/// The whole document: the paths listed here and those of the route modules that keep
+/// their own.
+fn full() -> utoipa::openapi::OpenApi {
+    let mut doc = ApiDoc::openapi();
+    for part in routes::module_docs() {
+        doc.merge(part);
+    }
+    doc
+}
+
 /// The document as served at `/api/openapi.json`.
 pub(crate) async fn document() -> Json<utoipa::openapi::OpenApi> {
-    Json(ApiDoc::openapi())
+    Json(full())
 }
 
 /// The document, for the CLI and tests.
 pub fn openapi_json() -> String {
-    ApiDoc::openapi().to_pretty_json().unwrap_or_default()
+    full().to_pretty_json().unwrap_or_default()
 }

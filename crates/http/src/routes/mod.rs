@@ -3,9 +3,11 @@
 mod audit;
 mod encounters;
 mod health;
+mod magic_link;
 mod me;
 mod patients;
 mod practices;
+mod sessions;
 mod sys;
 mod users;
 
@@ -21,7 +23,11 @@ pub(crate) use me::*;
 pub(crate) use patients::*;
 pub(crate) use practices::*;
 pub(crate) use sys::*;
-pub(crate) use users::*;
+
+/// The OpenAPI paths of the route modules that keep their own document.
+pub(crate) fn module_docs() -> Vec<utoipa::openapi::OpenApi> {
+    vec![users::api(), magic_link::api(), sessions::api()]
+}
 
 pub(crate) fn router() -> Router<AppState> {
     Router::new()
@@ -34,10 +40,6 @@ pub(crate) fn router() -> Router<AppState> {
         .route(
             "/api/v1/tenants/{tenant_id}/practices",
             get(list_practices).post(create_practice),
-        )
-        .route(
-            "/api/v1/tenants/{tenant_id}/users",
-            get(list_users).post(create_user),
         )
         .route(
             "/api/v1/tenants/{tenant_id}/patients",
@@ -56,6 +58,9 @@ pub(crate) fn router() -> Router<AppState> {
             get(get_encounter),
         )
         .route("/api/v1/tenants/{tenant_id}/audit", get(list_audit))
+        .merge(users::router())
+        .merge(magic_link::router())
+        .merge(sessions::router())
         .fallback(|| async { ApiError::not_found("route") })
 }
 

@@ -12,6 +12,23 @@ use uuid::Uuid;
 use crate::extract::{ApiJson, Scoped, need};
 use crate::{ApiError, AppState};
 
+/// The user-administration routes.
+pub(crate) fn router() -> axum::Router<AppState> {
+    axum::Router::new().route(
+        "/api/v1/tenants/{tenant_id}/users",
+        axum::routing::get(list_users).post(create_user),
+    )
+}
+
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(list_users, create_user))]
+struct UsersApi;
+
+/// This module's OpenAPI paths.
+pub(crate) fn api() -> utoipa::openapi::OpenApi {
+    <UsersApi as utoipa::OpenApi>::openapi()
+}
+
 /// A user of the tenant.
 #[derive(Serialize, ToSchema)]
 pub(crate) struct UserView {
