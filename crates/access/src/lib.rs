@@ -8,13 +8,15 @@
 //! cannot conjure one for a tenant it was not authorized for.
 
 mod permissions;
+pub mod session_token;
 
 use std::collections::BTreeSet;
 
 use chrono::{DateTime, Utc};
+use phivault_domain::sessions;
 use phivault_domain::tokens::{self, PresentedToken};
 use phivault_domain::users::Role;
-use phivault_domain::{DomainError, PracticeScope, TokenId, UserId};
+use phivault_domain::{DomainError, PracticeScope, SessionId, TokenId, UserId};
 use phivault_store::{Db, StoreError, TenantId, TenantTx, TxMode};
 use thiserror::Error;
 
@@ -40,6 +42,18 @@ pub enum AccessError {
     /// Storage failed while checking.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// Session tokens cannot be signed or verified: the keys are sealed.
+    #[error("session keys unavailable (keys sealed)")]
+    KeysUnavailable,
+}
+
+/// How a principal proved who it is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Credential {
+    /// An API token (`pvt_…`).
+    ApiToken(TokenId),
+    /// A session's access token.
+    Session(SessionId),
 }
 
 /// An authenticated tenant user.
@@ -47,7 +61,7 @@ pub enum AccessError {
 pub struct Principal {
     tenant: TenantId,
     user: UserId,
-    token: TokenId,
+    credential: Credential,
     roles: Vec<Role>,
 }
 
@@ -62,9 +76,9 @@ impl Principal {
         self.user
     }
 
-    /// The token the request presented.
-    pub fn token(&self) -> TokenId {
-        self.token
+    /// The credential the request presented.
+    pub fn credential(&self) -> Credential {
+        self.credential
     }
 
     /// The user's roles.
@@ -88,28 +102,68 @@ impl Principal {
     }
 }
 
-/// Turns a bearer token into a principal. Every failure is [`AccessError::Unauthenticated`]
-/// (store failures excepted), so callers cannot tell unknown from revoked or expired.
+/// Turns a bearer credential into a principal: an API token (`pvt_…`) or a session's
+/// access token (a JWT, whose session must still be live). Every failure that is the
+/// caller's is [`AccessError::Unauthenticated`], whatever the reason, so a caller learns
+/// nothing about which check failed; the reason of a session that ended is logged.
 pub async fn authenticate(
     db: &Db,
+    sessions: &session_token::SessionKeys,
     bearer: &str,
     now: DateTime<Utc>,
 ) -> Result<Principal, AccessError> {
-    let token = PresentedToken::parse(bearer).ok_or(AccessError::Unauthenticated)?;
-    let mut tx = db.begin_tenant(token.tenant(), TxMode::Read).await?;
-    let found = tokens::authenticate(&mut tx, &token, now).await;
-    tx.rollback().await?;
-    match found {
-        Ok((token_id, user)) => Ok(Principal {
-            tenant: token.tenant(),
-            user: user.id,
-            token: token_id,
-            roles: user.roles,
-        }),
-        Err(DomainError::NotFound(_)) => Err(AccessError::Unauthenticated),
-        Err(DomainError::Store(e)) => Err(AccessError::Store(e)),
-        Err(_) => Err(AccessError::Unauthenticated),
+    if let Some(token) = PresentedToken::parse(bearer) {
+        let mut tx = db.begin_tenant(token.tenant(), TxMode::Read).await?;
+        let found = tokens::authenticate(&mut tx, &token, now).await;
+        tx.rollback().await?;
+        return match found {
+            Ok((token_id, user)) => Ok(Principal {
+                tenant: token.tenant(),
+                user: user.id,
+                credential: Credential::ApiToken(token_id),
+                roles: user.roles,
+            }),
+            Err(DomainError::Store(e)) => Err(AccessError::Store(e)),
+            Err(_) => Err(AccessError::Unauthenticated),
+        };
     }
+    // Anything else must be a JWT (three base64url parts); refuse junk before any work.
+    if bearer.len() > 4096 || bearer.split('.').count() != 3 {
+        return Err(AccessError::Unauthenticated);
+    }
+    let claims = sessions.verify(bearer, now).await?;
+    let (tenant, session) = session_token::session_of(&claims);
+    let mut tx = db.begin_tenant(tenant, TxMode::Read).await?;
+    let checked = sessions::check(&mut tx, session, now).await;
+    tx.rollback().await?;
+    let (s, user, stale) = match checked {
+        Ok(Ok(found)) => found,
+        Ok(Err(ended)) => {
+            tracing::info!(session = %session, reason = ended.as_str(), "session refused");
+            return Err(AccessError::Unauthenticated);
+        }
+        Err(DomainError::Store(e)) => return Err(AccessError::Store(e)),
+        Err(_) => return Err(AccessError::Unauthenticated),
+    };
+    if s.user_id.as_uuid() != claims.sub {
+        return Err(AccessError::Unauthenticated);
+    }
+    if stale {
+        let mut tx = db.begin_tenant(tenant, TxMode::Write).await?;
+        sessions::touch(&mut tx, session, now)
+            .await
+            .map_err(|e| match e {
+                DomainError::Store(e) => AccessError::Store(e),
+                _ => AccessError::Unauthenticated,
+            })?;
+        tx.commit().await?;
+    }
+    Ok(Principal {
+        tenant,
+        user: user.id,
+        credential: Credential::Session(session),
+        roles: user.roles,
+    })
 }
 
 /// Checks that `principal` may use `permission` in `requested` tenant and returns the

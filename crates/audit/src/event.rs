@@ -53,6 +53,7 @@ catalogue!(
     AuthLogout => "auth.logout": "A session ended by sign-out.",
     AuthMfaEnrolled => "auth.mfa.enrolled": "A second factor was enrolled.",
     AuthFailed => "auth.failed": "A sign-in, token or second factor was refused.",
+    AuthLinkSent => "auth.link.sent": "A sign-in link was sent.",
     PhiRead => "phi.read": "PHI was read (the fields are named, never their values).",
     PhiCreate => "phi.create": "A PHI record was created.",
     PhiUpdate => "phi.update": "A PHI record was changed.",

@@ -36,9 +36,11 @@ pub fn event_type(action: Action) -> (&'static str, &'static str) {
     const USER_AUTHENTICATION: (&str, &str) = ("110114", "User Authentication");
     // Exhaustive on purpose: a new action must be given a type here.
     match action {
-        Action::AuthLogin | Action::AuthLogout | Action::AuthMfaEnrolled | Action::AuthFailed => {
-            USER_AUTHENTICATION
-        }
+        Action::AuthLogin
+        | Action::AuthLogout
+        | Action::AuthMfaEnrolled
+        | Action::AuthFailed
+        | Action::AuthLinkSent => USER_AUTHENTICATION,
         Action::E2eInviteConsumed => USER_AUTHENTICATION,
         Action::PhiRead
         | Action::PhiCreate
@@ -84,6 +86,7 @@ pub fn action_code(action: Action) -> &'static str {
         Action::AuthLogin
         | Action::AuthLogout
         | Action::AuthFailed
+        | Action::AuthLinkSent
         | Action::TranscriptionStarted
         | Action::TranscriptionCompleted
         | Action::E2eInviteConsumed

@@ -37,6 +37,10 @@ pub struct Config {
     pub keys: KeysConfig,
     /// Audit trail.
     pub audit: AuditSection,
+    /// The URL users reach the server at, for links in mail; the served URL when unset.
+    pub public_url: Option<String>,
+    /// Outgoing mail (sign-in links).
+    pub mail: MailSection,
 }
 
 impl Default for Config {
@@ -54,6 +58,46 @@ impl Default for Config {
             log: LogConfig::default(),
             keys: KeysConfig::default(),
             audit: AuditSection::default(),
+            public_url: None,
+            mail: MailSection::default(),
+        }
+    }
+}
+
+/// `[mail]`: SMTP when `smtp_host` is set, else `.eml` files in an outbox directory (the
+/// development default).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MailSection {
+    /// Sender address, e.g. `phivault <no-reply@clinic.example>`.
+    pub from: String,
+    /// SMTP relay host; unset means the outbox.
+    pub smtp_host: Option<String>,
+    /// SMTP port; 587 for starttls, 465 for tls, 25 for none when unset.
+    pub smtp_port: Option<u16>,
+    /// `starttls` (default), `tls`, or `none` (loopback relays only).
+    pub smtp_tls: phivault_mail::TlsMode,
+    /// SMTP user name.
+    pub smtp_username: Option<String>,
+    /// SMTP password (prefer `PHIVAULT_SMTP_PASSWORD`).
+    pub smtp_password: Option<String>,
+    /// The outbox directory; `<data_dir>/outbox` when unset.
+    pub outbox_dir: Option<PathBuf>,
+    /// How long a sign-in link works, seconds (60 to 86400).
+    pub link_lifetime_secs: u64,
+}
+
+impl Default for MailSection {
+    fn default() -> Self {
+        MailSection {
+            from: "phivault <no-reply@phivault.invalid>".into(),
+            smtp_host: None,
+            smtp_port: None,
+            smtp_tls: phivault_mail::TlsMode::Starttls,
+            smtp_username: None,
+            smtp_password: None,
+            outbox_dir: None,
+            link_lifetime_secs: 900,
         }
     }
 }
@@ -339,6 +383,35 @@ impl Config {
         if let Some(v) = get("PHIVAULT_AUDIT_WITNESS") {
             self.audit.witness = Some(v);
         }
+        if let Some(v) = get("PHIVAULT_PUBLIC_URL") {
+            self.public_url = Some(v);
+        }
+        if let Some(v) = get("PHIVAULT_SMTP_HOST") {
+            self.mail.smtp_host = Some(v);
+        }
+        if let Some(v) = get("PHIVAULT_SMTP_PORT") {
+            self.mail.smtp_port = Some(parse("PHIVAULT_SMTP_PORT", &v)?);
+        }
+        if let Some(v) = get("PHIVAULT_SMTP_FROM") {
+            self.mail.from = v;
+        }
+        if let Some(v) = get("PHIVAULT_SMTP_USERNAME") {
+            self.mail.smtp_username = Some(v);
+        }
+        if let Some(v) = get("PHIVAULT_SMTP_PASSWORD") {
+            self.mail.smtp_password = Some(v);
+        }
+        if let Some(v) = get("PHIVAULT_SMTP_TLS") {
+            self.mail.smtp_tls = v
+                .parse()
+                .map_err(|_| anyhow::anyhow!("PHIVAULT_SMTP_TLS must be none, starttls or tls"))?;
+        }
+        if let Some(v) = get("PHIVAULT_MAIL_OUTBOX") {
+            self.mail.outbox_dir = Some(v.into());
+        }
+        if let Some(v) = get("PHIVAULT_MAGIC_LINK_LIFETIME_SECS") {
+            self.mail.link_lifetime_secs = parse("PHIVAULT_MAGIC_LINK_LIFETIME_SECS", &v)?;
+        }
         if let Some(v) = get("PHIVAULT_KEY_PROVIDER") {
             self.keys.provider = match v.as_str() {
                 "local" => KeyProviderKind::Local,
@@ -461,6 +534,71 @@ impl Config {
             .context("cannot open the audit witness location")
     }
 
+    /// The mailer: SMTP when `mail.smtp_host` is set, else the outbox directory.
+    pub fn mailer(&self) -> Result<phivault_mail::Mailer> {
+        let m = &self.mail;
+        match m
+            .smtp_host
+            .as_deref()
+            .map(str::trim)
+            .filter(|h| !h.is_empty())
+        {
+            Some(host) => phivault_mail::Mailer::smtp(
+                phivault_mail::SmtpSettings {
+                    host: host.to_string(),
+                    port: m.smtp_port,
+                    tls: m.smtp_tls,
+                    username: m.smtp_username.clone().filter(|u| !u.is_empty()),
+                    password: m
+                        .smtp_password
+                        .clone()
+                        .filter(|p| !p.is_empty())
+                        .map(zeroize::Zeroizing::new),
+                },
+                &m.from,
+            )
+            .context("cannot set up SMTP mail"),
+            None => phivault_mail::Mailer::outbox(self.outbox_dir(), &m.from)
+                .context("cannot set up the mail outbox"),
+        }
+    }
+
+    /// The outbox directory (used when no SMTP host is configured).
+    pub fn outbox_dir(&self) -> PathBuf {
+        self.mail
+            .outbox_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("outbox"))
+    }
+
+    /// How long a sign-in link works: 60 seconds to 24 hours.
+    pub fn link_lifetime(&self) -> Result<chrono::Duration> {
+        let secs = self.mail.link_lifetime_secs;
+        if !(60..=86_400).contains(&secs) {
+            bail!("mail.link_lifetime_secs must be between 60 and 86400 (it is {secs})");
+        }
+        Ok(chrono::Duration::seconds(secs as i64))
+    }
+
+    /// The public URL links point to: `public_url`, checked, or `served` when unset.
+    pub fn public_url_or(&self, served: &str) -> Result<String> {
+        let Some(url) = self.public_url.as_deref().filter(|u| !u.trim().is_empty()) else {
+            return Ok(served.trim_end_matches('/').to_string());
+        };
+        let parsed = reqwest::Url::parse(url.trim())
+            .map_err(|_| anyhow::anyhow!("public_url (PHIVAULT_PUBLIC_URL) is not a URL"))?;
+        if !matches!(parsed.scheme(), "http" | "https")
+            || parsed.host_str().is_none()
+            || parsed.query().is_some()
+            || parsed.fragment().is_some()
+        {
+            bail!(
+                "public_url (PHIVAULT_PUBLIC_URL) must be an http(s) URL without query or fragment"
+            );
+        }
+        Ok(parsed.as_str().trim_end_matches('/').to_string())
+    }
+
     /// The request timeout.
     pub fn request_timeout(&self) -> Duration {
         Duration::from_secs(self.http.request_timeout_secs.max(1))
@@ -488,6 +626,65 @@ mod tests {
         assert!(!c.tls.behind_proxy);
         assert_eq!(c.http.body_limit_bytes, 10);
         assert_eq!(c.listen.port(), 9000);
+    }
+
+    #[test]
+    fn mail_settings() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = Config {
+            data_dir: dir.path().to_path_buf(),
+            ..Config::default()
+        };
+        let outbox = c.mailer().unwrap();
+        assert_eq!(
+            outbox.outbox_dir(),
+            Some(dir.path().join("outbox").as_path())
+        );
+        assert_eq!(c.link_lifetime().unwrap(), chrono::Duration::minutes(15));
+        assert_eq!(
+            c.public_url_or("http://127.0.0.1:1234/").unwrap(),
+            "http://127.0.0.1:1234"
+        );
+        c.apply_env(|n| match n {
+            "PHIVAULT_SMTP_HOST" => Some("127.0.0.1".into()),
+            "PHIVAULT_SMTP_PORT" => Some("2525".into()),
+            "PHIVAULT_SMTP_TLS" => Some("none".into()),
+            "PHIVAULT_SMTP_FROM" => Some("phivault <links@example.test>".into()),
+            "PHIVAULT_PUBLIC_URL" => Some("https://phivault.example.test/app/".into()),
+            "PHIVAULT_MAGIC_LINK_LIFETIME_SECS" => Some("600".into()),
+            _ => None,
+        })
+        .unwrap();
+        assert_eq!(
+            c.mailer().unwrap().describe(),
+            "smtp://127.0.0.1:2525 (tls: none)"
+        );
+        assert_eq!(c.link_lifetime().unwrap(), chrono::Duration::minutes(10));
+        assert_eq!(
+            c.public_url_or("http://ignored").unwrap(),
+            "https://phivault.example.test/app"
+        );
+        // Plaintext SMTP to a remote relay, bad modes, lifetimes and URLs are refused.
+        c.mail.smtp_host = Some("mail.example.test".into());
+        assert!(c.mailer().is_err());
+        assert!(
+            c.apply_env(|n| (n == "PHIVAULT_SMTP_TLS").then(|| "ssl".into()))
+                .is_err()
+        );
+        c.mail.link_lifetime_secs = 10;
+        assert!(c.link_lifetime().is_err());
+        for bad in [
+            "ftp://x.example.test",
+            "not a url",
+            "https://x.example.test/?a=1",
+        ] {
+            c.public_url = Some(bad.into());
+            assert!(c.public_url_or("http://127.0.0.1:1").is_err(), "{bad}");
+        }
+        let from_file: Config =
+            toml::from_str("[mail]\nsmtp_host = \"127.0.0.1\"\nsmtp_tls = \"tls\"\n").unwrap();
+        assert_eq!(from_file.mail.smtp_tls, phivault_mail::TlsMode::Tls);
+        assert!(toml::from_str::<Config>("[mail]\nsmtp_tls = \"ssl\"\n").is_err());
     }
 
     #[test]

@@ -59,6 +59,8 @@ pub async fn run(config: Config) -> Result<()> {
         request_timeout: config.request_timeout(),
         hsts: !matches!(transport, Transport::PlainLoopback),
     };
+    let mailer = config.mailer()?;
+    let link_lifetime = config.link_lifetime()?;
     let audit_config = config.audit()?;
     let witness = audit_config
         .witness
@@ -83,7 +85,6 @@ pub async fn run(config: Config) -> Result<()> {
         });
         state = state.with_unsealer(unsealer);
     }
-    let app = phivault_http::app(state);
 
     let listener = TcpListener::bind(config.listen)
         .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -95,6 +96,27 @@ pub async fn run(config: Config) -> Result<()> {
         addr.ip().to_string()
     };
     let url = format!("{scheme}://{host}:{}", addr.port());
+    let public_url = config.public_url_or(&url)?;
+    match mailer.outbox_dir() {
+        Some(dir) => tracing::warn!(
+            outbox = %dir.display(),
+            public_url = %public_url,
+            "mail: no SMTP relay configured, so sign-in links are written as .eml files to the \
+             outbox directory (the development default); set mail.smtp_host (PHIVAULT_SMTP_HOST) to send them"
+        ),
+        None => tracing::info!(
+            smtp = %mailer.describe(),
+            public_url = %public_url,
+            "mail: sign-in links are sent over SMTP"
+        ),
+    }
+    let state = state
+        .with_mailer(std::sync::Arc::new(mailer))
+        .with_magic_link(phivault_http::MagicLinkSettings {
+            public_url,
+            lifetime: link_lifetime,
+        });
+    let app = phivault_http::app(state);
     tracing::info!(
         url = %url,
         database = db.backend().as_str(),

@@ -62,4 +62,6 @@ define_id!(
     EncounterId,
     /// An API token.
     TokenId,
+    /// A sign-in session.
+    SessionId,
 );

@@ -35,14 +35,17 @@ mod sealed;
 mod validate;
 
 pub mod encounters;
+pub mod magic_links;
+pub mod mfa;
 pub mod patients;
 pub mod practices;
+pub mod sessions;
 pub mod tenants;
 pub mod tokens;
 pub mod users;
 
 pub use error::DomainError;
-pub use ids::{EncounterId, PatientId, PracticeId, TokenId, UserId};
+pub use ids::{EncounterId, PatientId, PracticeId, SessionId, TokenId, UserId};
 pub use phi::Phi;
 pub use phivault_store::TenantId;
 

@@ -185,6 +185,21 @@ pub async fn revoke(tx: &mut TenantTx, id: TokenId, now: DateTime<Utc>) -> Resul
     }
 }
 
+/// Revokes every API token of `user` that is not revoked yet; returns how many.
+pub async fn revoke_all_of_user(
+    tx: &mut TenantTx,
+    user: UserId,
+    now: DateTime<Utc>,
+) -> Result<u64> {
+    let n = tx
+        .query("UPDATE api_tokens SET revoked_at = $3 WHERE tenant_id = $1 AND user_id = $2 AND revoked_at IS NULL")
+        .bind(user)
+        .bind(now)
+        .execute()
+        .await?;
+    Ok(n)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -137,11 +137,11 @@ struct Row {
 pub async fn create(tx: &mut TenantTx, new: NewUser, now: DateTime<Utc>) -> Result<User> {
     let email = validate::email(&new.email)?;
     let display_name = validate::text("display_name", &new.display_name, 200)?;
-    let mut roles = new.roles;
-    roles.sort();
-    roles.dedup();
-    if roles.is_empty() {
-        return Err(invalid("roles", "must name at least one role"));
+    let roles = normalise_roles(new.roles)?;
+    if let PracticeAccess::Only(ids) = &new.practices
+        && ids.len() > MAX_PRACTICE_GRANTS
+    {
+        return Err(invalid("practice_ids", "has more than 500 practices"));
     }
     let id = UserId::generate();
     let all = matches!(new.practices, PracticeAccess::All);
@@ -259,7 +259,8 @@ async fn complete(tx: &mut TenantTx, row: Row) -> Result<User> {
     })
 }
 
-/// Deactivates a user; their tokens stop working on the next request.
+/// Deactivates a user; their tokens stop working on the next request (authentication
+/// checks the user is active). [`crate::tokens::revoke_all_of_user`] revokes them too.
 pub async fn deactivate(tx: &mut TenantTx, id: UserId) -> Result<()> {
     let n = tx
         .query("UPDATE users SET status = 'deactivated' WHERE tenant_id = $1 AND id = $2")
@@ -271,4 +272,109 @@ pub async fn deactivate(tx: &mut TenantTx, id: UserId) -> Result<()> {
     } else {
         Err(DomainError::NotFound("user"))
     }
+}
+
+/// The most practices a user may be granted one by one.
+pub const MAX_PRACTICE_GRANTS: usize = 500;
+
+/// Checks and normalises a role list: at least one role, each once, sorted.
+fn normalise_roles(mut roles: Vec<Role>) -> Result<Vec<Role>> {
+    roles.sort();
+    roles.dedup();
+    if roles.is_empty() {
+        return Err(invalid("roles", "must name at least one role"));
+    }
+    Ok(roles)
+}
+
+/// Replaces a user's roles; returns the user as changed.
+pub async fn set_roles(tx: &mut TenantTx, id: UserId, roles: Vec<Role>) -> Result<User> {
+    let roles = normalise_roles(roles)?;
+    // The user must exist in this tenant before its rows are touched.
+    get(tx, id).await?;
+    tx.query("DELETE FROM user_roles WHERE tenant_id = $1 AND user_id = $2")
+        .bind(id)
+        .execute()
+        .await?;
+    for role in &roles {
+        tx.query("INSERT INTO user_roles (tenant_id, user_id, role) VALUES ($1, $2, $3)")
+            .bind(id)
+            .bind(role.as_str())
+            .execute()
+            .await?;
+    }
+    get(tx, id).await
+}
+
+/// Replaces a user's practice grants; returns the user as changed. Every practice named
+/// must be visible in `scope` (the acting user's own practices), else
+/// `NotFound("practice")`, so no one grants a practice they cannot see.
+pub async fn set_practices(
+    tx: &mut TenantTx,
+    scope: PracticeScope,
+    id: UserId,
+    access: PracticeAccess,
+) -> Result<User> {
+    get(tx, id).await?;
+    let (all, mut ids) = match access {
+        PracticeAccess::All => (true, Vec::new()),
+        PracticeAccess::Only(ids) => (false, ids),
+    };
+    if ids.len() > MAX_PRACTICE_GRANTS {
+        return Err(invalid("practice_ids", "has more than 500 practices"));
+    }
+    ids.sort();
+    ids.dedup();
+    for practice in &ids {
+        practices::ensure_visible(tx, scope, *practice).await?;
+    }
+    tx.query("UPDATE users SET all_practices = $3 WHERE tenant_id = $1 AND id = $2")
+        .bind(id)
+        .bind(all)
+        .execute()
+        .await?;
+    tx.query("DELETE FROM user_practices WHERE tenant_id = $1 AND user_id = $2")
+        .bind(id)
+        .execute()
+        .await?;
+    for practice in &ids {
+        tx.query(
+            "INSERT INTO user_practices (tenant_id, user_id, practice_id) VALUES ($1, $2, $3)",
+        )
+        .bind(id)
+        .bind(*practice)
+        .execute()
+        .await?;
+    }
+    get(tx, id).await
+}
+
+/// Locks the rows of the tenant's active owners until the transaction ends (a no-op
+/// update: PostgreSQL takes row locks, SQLite holds its writer lock anyway). A change that
+/// could leave the tenant without an active owner takes it first, so two such changes
+/// run one after the other and the second sees the first's result in
+/// [`active_owners`].
+pub async fn lock_owners(tx: &mut TenantTx) -> Result<()> {
+    tx.query(
+        "UPDATE users SET status = status
+         WHERE tenant_id = $1 AND status = 'active'
+           AND id IN (SELECT r.user_id FROM user_roles r WHERE r.tenant_id = $1 AND r.role = 'owner')",
+    )
+    .execute()
+    .await?;
+    Ok(())
+}
+
+/// How many active users hold the owner role.
+pub async fn active_owners(tx: &mut TenantTx) -> Result<u64> {
+    let (n,): (i64,) = tx
+        .query(
+            "SELECT COUNT(*) FROM users u
+             WHERE u.tenant_id = $1 AND u.status = 'active'
+               AND EXISTS (SELECT 1 FROM user_roles r
+                           WHERE r.tenant_id = $1 AND r.user_id = u.id AND r.role = 'owner')",
+        )
+        .fetch_one()
+        .await?;
+    Ok(u64::try_from(n).unwrap_or(0))
 }

@@ -252,3 +252,57 @@ pub async fn attach_signer(st: &AppState) {
         Err(e) => tracing::error!(error = %e, "audit checkpoint key unavailable; checkpoints wait"),
     }
 }
+
+/// Where a request came from, for handlers that write events without a `Scoped`
+/// extractor (sign-in, refresh, sign-out).
+pub(crate) struct Origin {
+    pub(crate) source: Source,
+    pub(crate) request_id: String,
+}
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Origin {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Origin {
+            source: source_of(parts),
+            request_id: parts
+                .extensions
+                .get::<RequestId>()
+                .map(|r| r.0.clone())
+                .unwrap_or_default(),
+        })
+    }
+}
+
+impl Origin {
+    /// An event from this request about `resource` in `tenant`'s chain.
+    pub(crate) fn event(
+        &self,
+        st: &AppState,
+        tenant: Option<TenantId>,
+        actor: Actor,
+        action: Action,
+        resource: (&str, String),
+        (outcome, reason): (Outcome, Option<&str>),
+    ) -> AuditEvent {
+        AuditEvent {
+            sequence: 0,
+            time: st.now(),
+            tenant,
+            actor,
+            source: self.source.clone(),
+            action,
+            resource: Resource {
+                kind: resource.0.to_string(),
+                id: resource.1,
+            },
+            fields: Vec::new(),
+            outcome,
+            reason: reason.map(str::to_string),
+            request_id: self.request_id.clone(),
+            before: None,
+            after: None,
+        }
+    }
+}

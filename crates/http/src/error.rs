@@ -122,6 +122,7 @@ impl From<AccessError> for ApiError {
                 format!("this requires the permission {p}"),
             ),
             AccessError::Store(e) => e.into(),
+            AccessError::KeysUnavailable => sealed(),
         }
     }
 }

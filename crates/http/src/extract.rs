@@ -203,7 +203,8 @@ impl FromRequestParts<AppState> for Auth {
             });
         let result = match token {
             Some(token) => {
-                phivault_access::authenticate(&state.db, token.trim(), state.now()).await
+                phivault_access::authenticate(&state.db, &state.sessions, token.trim(), state.now())
+                    .await
             }
             None => Err(phivault_access::AccessError::Unauthenticated),
         };

@@ -26,7 +26,7 @@ mod state;
 
 pub use error::ApiError;
 pub use server::{ServeOptions, TlsFiles, TlsSetupError, load_tls_config, serve};
-pub use state::{AppState, HttpConfig, Unsealer};
+pub use state::{AppState, HttpConfig, MagicLinkSettings, Unsealer};
 
 use axum::Router;
 

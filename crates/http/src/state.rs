@@ -32,6 +32,28 @@ impl Default for HttpConfig {
     }
 }
 
+/// Sign-in link jobs (lookup, token, audit event, mail) that may run at once; more
+/// requests are answered 429 until some finish.
+const MAIL_JOBS: usize = 64;
+
+/// How sign-in links are made.
+#[derive(Clone, Debug)]
+pub struct MagicLinkSettings {
+    /// The base URL users open (`<public_url>/login?token=...`), without a trailing `/`.
+    pub public_url: String,
+    /// How long a link works (15 minutes by default).
+    pub lifetime: chrono::Duration,
+}
+
+impl Default for MagicLinkSettings {
+    fn default() -> Self {
+        MagicLinkSettings {
+            public_url: "http://127.0.0.1:8420".into(),
+            lifetime: phivault_domain::magic_links::DEFAULT_LIFETIME,
+        }
+    }
+}
+
 /// What every handler shares, built once at start-up.
 #[derive(Clone)]
 pub struct AppState {
@@ -50,6 +72,15 @@ pub struct AppState {
     pub http: HttpConfig,
     /// The audit writer; PHI routes refuse to answer if it cannot write.
     pub auditor: Auditor,
+    /// Outgoing mail (sign-in links); `None` until [`AppState::with_mailer`], and then
+    /// `POST /api/v1/auth/magic-link` answers 503 `mail_unavailable`.
+    pub mailer: Option<Arc<phivault_mail::Mailer>>,
+    /// How sign-in links are built and how long they last.
+    pub magic_link: MagicLinkSettings,
+    /// Bounds the sign-in link jobs running in the background.
+    pub(crate) mail_jobs: Arc<tokio::sync::Semaphore>,
+    /// Signs and verifies session access tokens.
+    pub sessions: Arc<phivault_access::session_token::SessionKeys>,
     clock: Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>,
 }
 
@@ -63,6 +94,10 @@ impl AppState {
         http: HttpConfig,
     ) -> Self {
         AppState {
+            sessions: Arc::new(phivault_access::session_token::SessionKeys::new(
+                db.clone(),
+                keys.clone(),
+            )),
             db,
             objects,
             keys,
@@ -70,6 +105,9 @@ impl AppState {
             unseal_lock: Arc::new(tokio::sync::Mutex::new(())),
             http,
             auditor,
+            mailer: None,
+            magic_link: MagicLinkSettings::default(),
+            mail_jobs: Arc::new(tokio::sync::Semaphore::new(MAIL_JOBS)),
             clock: Arc::new(Utc::now),
         }
     }
@@ -77,6 +115,18 @@ impl AppState {
     /// Sets how `POST /api/v1/sys/unseal` turns a passphrase into a provider.
     pub fn with_unsealer(mut self, unsealer: Unsealer) -> Self {
         self.unsealer = Some(unsealer);
+        self
+    }
+
+    /// Sets the mailer that sends sign-in links.
+    pub fn with_mailer(mut self, mailer: Arc<phivault_mail::Mailer>) -> Self {
+        self.mailer = Some(mailer);
+        self
+    }
+
+    /// Sets the public URL links point to and their lifetime.
+    pub fn with_magic_link(mut self, settings: MagicLinkSettings) -> Self {
+        self.magic_link = settings;
         self
     }
 

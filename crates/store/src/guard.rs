@@ -7,13 +7,15 @@
 use crate::StoreError;
 
 /// Tables that hold no tenant data and may be queried outside a tenant scope: the tenant
-/// registry and the platform's own audit chain (identifiers only).
+/// registry, the platform's own audit chain (identifiers only) and wrapped platform
+/// secrets.
 pub(crate) const PLATFORM_TABLES: &[&str] = &[
     "tenants",
     "platform_audit_events",
     "platform_audit_head",
     "platform_audit_checkpoints",
     "audit_signing_keys",
+    "platform_secrets",
 ];
 
 /// Accepts a statement only if `$1` is its tenant filter (`... WHERE ... tenant_id = $1`)

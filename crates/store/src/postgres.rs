@@ -23,6 +23,7 @@ pub const APP_GRANTS: &[(&str, &str)] = &[
     ("patients", "SELECT, INSERT, UPDATE, DELETE"),
     ("patient_identifiers", "SELECT, INSERT, UPDATE, DELETE"),
     ("encounters", "SELECT, INSERT, UPDATE, DELETE"),
+    ("magic_links", "SELECT, INSERT, UPDATE, DELETE"),
     // The audit trail is append-only: no UPDATE or DELETE, and triggers refuse them too.
     ("audit_events", "SELECT, INSERT"),
     ("audit_heads", "SELECT, INSERT, UPDATE"),
@@ -31,6 +32,13 @@ pub const APP_GRANTS: &[(&str, &str)] = &[
     ("platform_audit_head", "SELECT, UPDATE"),
     ("platform_audit_checkpoints", "SELECT, INSERT"),
     ("audit_signing_keys", "SELECT, INSERT"),
+    ("tenant_settings", "SELECT, INSERT, UPDATE"),
+    ("sessions", "SELECT, INSERT, UPDATE, DELETE"),
+    ("session_refresh_tokens", "SELECT, INSERT, UPDATE, DELETE"),
+    ("platform_secrets", "SELECT, INSERT"),
+    ("user_totp", "SELECT, INSERT, UPDATE, DELETE"),
+    ("recovery_codes", "SELECT, INSERT, UPDATE, DELETE"),
+    ("mfa_challenges", "SELECT, INSERT, UPDATE, DELETE"),
 ];
 
 /// What phivault found out about a PostgreSQL role.

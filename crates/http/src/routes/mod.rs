@@ -5,6 +5,7 @@ mod encounters;
 mod health;
 mod magic_link;
 mod me;
+mod mfa;
 mod patients;
 mod practices;
 mod sessions;
@@ -26,7 +27,7 @@ pub(crate) use sys::*;
 
 /// The OpenAPI paths of the route modules that keep their own document.
 pub(crate) fn module_docs() -> Vec<utoipa::openapi::OpenApi> {
-    vec![users::api(), magic_link::api(), sessions::api()]
+    vec![users::api(), magic_link::api(), sessions::api(), mfa::api()]
 }
 
 pub(crate) fn router() -> Router<AppState> {
@@ -61,6 +62,7 @@ pub(crate) fn router() -> Router<AppState> {
         .merge(users::router())
         .merge(magic_link::router())
         .merge(sessions::router())
+        .merge(mfa::router())
         .fallback(|| async { ApiError::not_found("route") })
 }
 
