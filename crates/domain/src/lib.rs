@@ -39,6 +39,7 @@ pub mod magic_links;
 pub mod mfa;
 pub mod patients;
 pub mod practices;
+mod secret_token;
 pub mod sessions;
 pub mod tenants;
 pub mod tokens;

@@ -12,15 +12,12 @@
 
 use std::fmt;
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Duration, Utc};
 use phivault_store::{TenantId, TenantTx};
-use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use crate::error::{invalid, on_write};
-use crate::{DomainError, Result, UserId, users, validate};
+use crate::{DomainError, Result, UserId, secret_token, users, validate};
 
 const PREFIX: &str = "pvm_";
 
@@ -74,25 +71,10 @@ impl fmt::Debug for PresentedLink {
 impl PresentedLink {
     /// Parses a link token. `None` for anything not shaped like one.
     pub fn parse(text: &str) -> Option<Self> {
-        let rest = text.strip_prefix(PREFIX)?;
-        let (tenant_hex, secret) = rest.split_once('_')?;
-        if tenant_hex.len() != 32 || secret.len() != 43 {
-            return None;
-        }
-        if !tenant_hex
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-        {
-            return None;
-        }
-        let tenant = Uuid::try_parse(tenant_hex).ok()?;
-        let raw = URL_SAFE_NO_PAD.decode(secret).ok()?;
-        if raw.len() != 32 {
-            return None;
-        }
+        let p = secret_token::parse(PREFIX, text)?;
         Some(PresentedLink {
-            tenant: TenantId::from_uuid(tenant),
-            hash: hash(text),
+            tenant: p.tenant,
+            hash: p.hash,
         })
     }
 
@@ -100,21 +82,6 @@ impl PresentedLink {
     pub fn tenant(&self) -> TenantId {
         self.tenant
     }
-}
-
-fn hash(text: &str) -> [u8; 32] {
-    Sha256::digest(text.as_bytes()).into()
-}
-
-fn new_secret(tenant: TenantId) -> Result<String> {
-    let mut raw = [0u8; 32];
-    getrandom::fill(&mut raw)
-        .map_err(|_| invalid("token", "the system random number generator failed"))?;
-    Ok(format!(
-        "{PREFIX}{}_{}",
-        tenant.as_uuid().simple(),
-        URL_SAFE_NO_PAD.encode(raw)
-    ))
 }
 
 /// Checks the shape of a sign-in address (the same rule as user creation), so a caller
@@ -137,8 +104,7 @@ pub async fn request(
     if lifetime <= Duration::zero() || lifetime > MAX_LIFETIME {
         return Err(invalid("lifetime", "must be between 1 second and 24 hours"));
     }
-    let text = new_secret(tx.tenant())?;
-    let token_hash = hash(&text);
+    let (text, token_hash) = secret_token::generate(PREFIX, tx.tenant())?;
     let row: Option<(Uuid, String)> = tx
         .query("SELECT id, status FROM users WHERE tenant_id = $1 AND email = $2")
         .bind(email.as_str())
@@ -239,6 +205,9 @@ pub async fn consume(
 
 #[cfg(test)]
 mod tests {
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
     use super::*;
 
     #[test]
@@ -271,19 +240,21 @@ mod tests {
     #[test]
     fn secrets_have_the_link_shape_and_are_redacted() {
         let tenant = TenantId::generate();
-        let text = new_secret(tenant).unwrap();
+        let (text, _) = secret_token::generate(PREFIX, tenant).unwrap();
         let parsed = PresentedLink::parse(&text).expect("own shape");
         assert_eq!(parsed.tenant(), tenant);
-        assert_eq!(parsed.hash, hash(&text));
+        assert_eq!(parsed.hash, secret_token::hash(&text));
         assert!(!format!("{:?}", LinkSecret(text.clone())).contains(&text[4..]));
         assert!(!format!("{parsed:?}").contains(&text[40..]));
-        assert_ne!(new_secret(tenant).unwrap(), text);
+        assert_ne!(secret_token::generate(PREFIX, tenant).unwrap().0, text);
     }
 }
 
 #[cfg(test)]
 mod properties {
     use proptest::prelude::*;
+
+    use crate::secret_token::hash;
 
     use super::*;
 

@@ -12,16 +12,13 @@
 //! revokes the whole session. All checks take `now` from the caller (an injectable
 //! clock).
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Duration, Utc};
 use phivault_store::{TenantId, TenantTx};
-use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use crate::error::invalid;
 use crate::users::{self, User};
-use crate::{DomainError, Result, SessionId, UserId};
+use crate::{DomainError, Result, SessionId, UserId, secret_token};
 
 const REFRESH_PREFIX: &str = "pvr_";
 
@@ -119,18 +116,10 @@ pub struct PresentedRefresh {
 impl PresentedRefresh {
     /// Parses `pvr_<tenant hex>_<43 base64url>`; `None` for anything else.
     pub fn parse(text: &str) -> Option<Self> {
-        let rest = text.strip_prefix(REFRESH_PREFIX)?;
-        let (tenant_hex, secret) = rest.split_once('_')?;
-        if tenant_hex.len() != 32 || secret.len() != 43 {
-            return None;
-        }
-        let tenant = Uuid::try_parse(tenant_hex).ok()?;
-        if URL_SAFE_NO_PAD.decode(secret).ok()?.len() != 32 {
-            return None;
-        }
+        let p = secret_token::parse(REFRESH_PREFIX, text)?;
         Some(PresentedRefresh {
-            tenant: TenantId::from_uuid(tenant),
-            hash: Sha256::digest(text.as_bytes()).into(),
+            tenant: p.tenant,
+            hash: p.hash,
         })
     }
 
@@ -141,15 +130,7 @@ impl PresentedRefresh {
 }
 
 fn new_refresh(tenant: TenantId) -> Result<(RefreshSecret, [u8; 32])> {
-    let mut raw = [0u8; 32];
-    getrandom::fill(&mut raw)
-        .map_err(|_| invalid("session", "the system random number generator failed"))?;
-    let text = format!(
-        "{REFRESH_PREFIX}{}_{}",
-        tenant.as_uuid().simple(),
-        URL_SAFE_NO_PAD.encode(raw)
-    );
-    let hash = Sha256::digest(text.as_bytes()).into();
+    let (text, hash) = secret_token::generate(REFRESH_PREFIX, tenant)?;
     Ok((RefreshSecret(text), hash))
 }
 

@@ -7,16 +7,13 @@
 
 use std::fmt;
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
 use phivault_store::{TenantId, TenantTx};
-use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use crate::error::{invalid, on_write};
 use crate::users::{self, User};
-use crate::{DomainError, Result, TokenId, UserId, validate};
+use crate::{DomainError, Result, TokenId, UserId, secret_token, validate};
 
 const PREFIX: &str = "pvt_";
 
@@ -45,19 +42,10 @@ pub struct PresentedToken {
 impl PresentedToken {
     /// Parses the text of a bearer token. `None` for anything not shaped like a token.
     pub fn parse(text: &str) -> Option<Self> {
-        let rest = text.strip_prefix(PREFIX)?;
-        let (tenant_hex, secret) = rest.split_once('_')?;
-        if tenant_hex.len() != 32 || secret.len() != 43 {
-            return None;
-        }
-        let tenant = Uuid::try_parse(tenant_hex).ok()?;
-        let raw = URL_SAFE_NO_PAD.decode(secret).ok()?;
-        if raw.len() != 32 {
-            return None;
-        }
+        let p = secret_token::parse(PREFIX, text)?;
         Some(PresentedToken {
-            tenant: TenantId::from_uuid(tenant),
-            hash: hash(text),
+            tenant: p.tenant,
+            hash: p.hash,
         })
     }
 
@@ -65,10 +53,6 @@ impl PresentedToken {
     pub fn tenant(&self) -> TenantId {
         self.tenant
     }
-}
-
-fn hash(text: &str) -> [u8; 32] {
-    Sha256::digest(text.as_bytes()).into()
 }
 
 /// A freshly issued token.
@@ -98,14 +82,7 @@ pub async fn issue(
     if !target.is_active() {
         return Err(invalid("user", "is deactivated"));
     }
-    let mut raw = [0u8; 32];
-    getrandom::fill(&mut raw)
-        .map_err(|_| invalid("token", "the system random number generator failed"))?;
-    let text = format!(
-        "{PREFIX}{}_{}",
-        tx.tenant().as_uuid().simple(),
-        URL_SAFE_NO_PAD.encode(raw)
-    );
+    let (text, token_hash) = secret_token::generate(PREFIX, tx.tenant())?;
     let id = TokenId::generate();
     tx.query(
         "INSERT INTO api_tokens (tenant_id, id, user_id, token_hash, label, created_at, expires_at)
@@ -113,7 +90,7 @@ pub async fn issue(
     )
     .bind(id)
     .bind(user)
-    .bind(&hash(&text)[..])
+    .bind(&token_hash[..])
     .bind(label)
     .bind(now)
     .bind(expires_at)
@@ -202,6 +179,9 @@ pub async fn revoke_all_of_user(
 
 #[cfg(test)]
 mod tests {
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
     use super::*;
 
     #[test]
@@ -230,7 +210,11 @@ mod tests {
 
 #[cfg(test)]
 mod properties {
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
     use proptest::prelude::*;
+
+    use crate::secret_token::hash;
 
     use super::*;
 

@@ -1,57 +1,20 @@
 //! TOTP second factors on both backends, acting as the authenticator app, with time
 //! moved by hand.
 
+mod common;
+
 use std::sync::Arc;
 
 use chrono::{Duration, TimeZone, Utc};
 use phivault_crypto::keys::KeyService;
 use phivault_crypto::provider::LocalProvider;
 use phivault_domain::mfa::{self, MfaPolicy, Verdict};
-use phivault_domain::users::{self, NewUser, PracticeAccess, Role};
-use phivault_domain::{TenantId, UserId, tenants};
-use phivault_store::{Db, DbOptions, TxMode};
-
-async fn sqlite() -> (Db, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let db = Db::open_sqlite(&dir.path().join("t.db"), &DbOptions::default())
-        .await
-        .unwrap();
-    db.migrate().await.unwrap();
-    (db, dir)
-}
-
-async fn postgres() -> Db {
-    phivault_testkit::scratch_pg()
-        .await
-        .app_db(&DbOptions::default())
-        .await
-        .unwrap()
-}
+use phivault_domain::users::Role;
+use phivault_domain::{TenantId, UserId};
+use phivault_store::{Db, TxMode};
 
 async fn tenant_with_user(db: &Db, slug: &str) -> (TenantId, UserId) {
-    let now = Utc::now();
-    let mut p = db.begin_platform(TxMode::Write).await.unwrap();
-    let tenant = tenants::create(&mut p, slug, "Synthetic MFA (test)", now)
-        .await
-        .unwrap()
-        .id;
-    p.commit().await.unwrap();
-    let mut tx = db.begin_tenant(tenant, TxMode::Write).await.unwrap();
-    let user = users::create(
-        &mut tx,
-        NewUser {
-            email: format!("admin@{slug}.example.test"),
-            display_name: "Synthetic Admin".into(),
-            roles: vec![Role::Admin],
-            practices: PracticeAccess::All,
-        },
-        now,
-    )
-    .await
-    .unwrap()
-    .id;
-    tx.commit().await.unwrap();
-    (tenant, user)
+    common::tenant_with_user(db, slug, Role::Admin).await
 }
 
 async fn verify(
@@ -196,17 +159,6 @@ async fn policy_and_challenges(db: &Db) {
     assert!(!mfa::close_challenge(&mut tx, c.id, now).await.unwrap());
     assert_eq!(mfa::find_challenge(&mut tx, c.id, now).await.unwrap(), None);
     tx.commit().await.unwrap();
-}
-
-macro_rules! both {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[tokio::test] async fn $name() { let (db, _dir) = super::sqlite().await; super::$name(&db).await; })*
-        }
-        mod pg {
-            $(#[tokio::test] async fn $name() { let db = super::postgres().await; super::$name(&db).await; })*
-        }
-    };
 }
 
 both!(totp_lifecycle, policy_and_challenges);

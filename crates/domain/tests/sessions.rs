@@ -1,52 +1,15 @@
 //! Sessions on both backends, with time moved by hand (every check takes `now`).
 
+mod common;
+
 use chrono::{Duration, Utc};
 use phivault_domain::sessions::{self, Ended, PresentedRefresh, SessionPolicy};
-use phivault_domain::users::{self, NewUser, PracticeAccess, Role};
-use phivault_domain::{TenantId, UserId, tenants};
-use phivault_store::{Db, DbOptions, TxMode};
-
-async fn sqlite() -> (Db, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let db = Db::open_sqlite(&dir.path().join("t.db"), &DbOptions::default())
-        .await
-        .unwrap();
-    db.migrate().await.unwrap();
-    (db, dir)
-}
-
-async fn postgres() -> Db {
-    phivault_testkit::scratch_pg()
-        .await
-        .app_db(&DbOptions::default())
-        .await
-        .unwrap()
-}
+use phivault_domain::users::Role;
+use phivault_domain::{TenantId, UserId};
+use phivault_store::{Db, TxMode};
 
 async fn tenant_with_user(db: &Db, slug: &str) -> (TenantId, UserId) {
-    let now = Utc::now();
-    let mut p = db.begin_platform(TxMode::Write).await.unwrap();
-    let tenant = tenants::create(&mut p, slug, "Synthetic Sessions (test)", now)
-        .await
-        .unwrap()
-        .id;
-    p.commit().await.unwrap();
-    let mut tx = db.begin_tenant(tenant, TxMode::Write).await.unwrap();
-    let user = users::create(
-        &mut tx,
-        NewUser {
-            email: format!("user@{slug}.example.test"),
-            display_name: "Synthetic User".into(),
-            roles: vec![Role::Provider],
-            practices: PracticeAccess::All,
-        },
-        now,
-    )
-    .await
-    .unwrap()
-    .id;
-    tx.commit().await.unwrap();
-    (tenant, user)
+    common::tenant_with_user(db, slug, Role::Provider).await
 }
 
 async fn check(
@@ -229,17 +192,6 @@ async fn refresh_rotation_and_reuse(db: &Db) {
     );
     tx.commit().await.unwrap();
     let _ = s3;
-}
-
-macro_rules! both {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[tokio::test] async fn $name() { let (db, _dir) = super::sqlite().await; super::$name(&db).await; })*
-        }
-        mod pg {
-            $(#[tokio::test] async fn $name() { let db = super::postgres().await; super::$name(&db).await; })*
-        }
-    };
 }
 
 both!(timeouts, revocation, refresh_rotation_and_reuse);
