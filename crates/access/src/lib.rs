@@ -9,6 +9,7 @@
 
 mod permissions;
 pub mod session_token;
+pub mod staff;
 
 use std::collections::BTreeSet;
 

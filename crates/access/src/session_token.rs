@@ -198,6 +198,39 @@ impl SessionKeys {
     }
 }
 
+impl SessionKeys {
+    /// Signs `claims` (of another audience: the staff realm) with the same secret.
+    pub(crate) async fn encode_other<C: Serialize>(
+        &self,
+        claims: &C,
+        now: DateTime<Utc>,
+    ) -> Result<String, AccessError> {
+        let keys = self.load(now).await?;
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &keys.encoding)
+            .map_err(|_| AccessError::KeysUnavailable)
+    }
+
+    /// Verifies signature, algorithm, issuer and `audience` of a token of another realm;
+    /// expiry is the caller's to check against its clock.
+    pub(crate) async fn decode_other<C: serde::de::DeserializeOwned>(
+        &self,
+        token: &str,
+        audience: &str,
+        now: DateTime<Utc>,
+    ) -> Result<C, AccessError> {
+        let keys = self.load(now).await?;
+        let mut v = Validation::new(Algorithm::HS256);
+        v.set_issuer(&[ISSUER]);
+        v.set_audience(&[audience]);
+        v.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        v.validate_exp = false;
+        v.leeway = 0;
+        jsonwebtoken::decode::<C>(token, &keys.decoding, &v)
+            .map(|d| d.claims)
+            .map_err(|_| AccessError::Unauthenticated)
+    }
+}
+
 /// The session a verified token names.
 pub(crate) fn session_of(c: &Claims) -> (TenantId, SessionId) {
     (TenantId::from_uuid(c.tid), SessionId::from_uuid(c.sid))

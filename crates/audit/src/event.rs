@@ -77,6 +77,7 @@ catalogue!(
     BreakglassApproved => "breakglass.approved": "Emergency PHI access was approved.",
     GateChanged => "gate.changed": "A readiness gate or PHI mode changed state.",
     AccessDenied => "access.denied": "A request was refused: tenant mismatch or missing permission.",
+    StaffRead => "staff.read": "Staff read platform metadata.",
 );
 
 /// A name not in the catalogue.

@@ -62,7 +62,8 @@ pub fn event_type(action: Action) -> (&'static str, &'static str) {
         | Action::E2eSessionCreated
         | Action::AdminReferenceUpdated
         | Action::KeysUnsealed
-        | Action::GateChanged => APPLICATION_ACTIVITY,
+        | Action::GateChanged
+        | Action::StaffRead => APPLICATION_ACTIVITY,
     }
 }
 
@@ -75,7 +76,7 @@ pub fn action_code(action: Action) -> &'static str {
         | Action::RecordingCreated
         | Action::NoteGenerated
         | Action::E2eSessionCreated => "C",
-        Action::PhiRead | Action::PhiExport | Action::NarrativeCopied => "R",
+        Action::PhiRead | Action::PhiExport | Action::NarrativeCopied | Action::StaffRead => "R",
         Action::PhiUpdate
         | Action::NoteApproved
         | Action::AdminUserChanged

@@ -45,6 +45,9 @@ pub enum BenchCommand {
     /// inserts of the same rows, on SQLite and PostgreSQL, and verification from the
     /// database.
     AuditAppend(crate::bench_audit::AuditAppendArgs),
+    /// Authenticated, authorized (and audited) reads against `GET /healthz` on a
+    /// server started on a fresh SQLite data directory: requests/s and p99 latency.
+    Auth(crate::bench_auth::AuthArgs),
     /// Tenant-scoped create/read of encounters against the same operations unscoped.
     Scoping {
         /// Backends to measure.
@@ -77,6 +80,7 @@ pub async fn run(_config: Config, cmd: BenchCommand) -> Result<()> {
         BenchCommand::Stream(args) => crate::bench_stream::run(args).await,
         BenchCommand::AuditVerify(args) => crate::bench_audit::run(args),
         BenchCommand::AuditAppend(args) => crate::bench_audit::run_append(args).await,
+        BenchCommand::Auth(args) => crate::bench_auth::run(args).await,
         BenchCommand::Scoping {
             backend,
             ops,

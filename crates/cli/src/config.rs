@@ -41,6 +41,8 @@ pub struct Config {
     pub public_url: Option<String>,
     /// Outgoing mail (sign-in links).
     pub mail: MailSection,
+    /// Throttling of the authentication endpoints.
+    pub throttle: ThrottleSection,
 }
 
 impl Default for Config {
@@ -60,6 +62,7 @@ impl Default for Config {
             audit: AuditSection::default(),
             public_url: None,
             mail: MailSection::default(),
+            throttle: ThrottleSection::default(),
         }
     }
 }
@@ -157,6 +160,34 @@ impl Default for HttpSection {
         HttpSection {
             body_limit_bytes: 1024 * 1024,
             request_timeout_secs: 30,
+        }
+    }
+}
+
+/// `[throttle]`: limits of the authentication endpoints, counted in memory by each
+/// server process.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ThrottleSection {
+    /// The window every limit is counted over, seconds.
+    pub window_secs: u64,
+    /// Requests per client address to each sign-in endpoint per window.
+    pub per_ip: u32,
+    /// Requests per account (tenant and address for sign-in links, the challenge's user
+    /// for the second factor) to each endpoint per window.
+    pub per_account: u32,
+    /// Failed bearer authentications per client address per window.
+    pub bearer_failures_per_ip: u32,
+}
+
+impl Default for ThrottleSection {
+    fn default() -> Self {
+        let d = phivault_http::ThrottleConfig::default();
+        ThrottleSection {
+            window_secs: d.window.as_secs(),
+            per_ip: d.per_ip,
+            per_account: d.per_account,
+            bearer_failures_per_ip: d.bearer_failures_per_ip,
         }
     }
 }
@@ -317,6 +348,19 @@ impl Config {
         }
         if let Some(v) = get("PHIVAULT_REQUEST_TIMEOUT_SECS") {
             self.http.request_timeout_secs = parse("PHIVAULT_REQUEST_TIMEOUT_SECS", &v)?;
+        }
+        if let Some(v) = get("PHIVAULT_THROTTLE_WINDOW_SECS") {
+            self.throttle.window_secs = parse("PHIVAULT_THROTTLE_WINDOW_SECS", &v)?;
+        }
+        if let Some(v) = get("PHIVAULT_THROTTLE_PER_IP") {
+            self.throttle.per_ip = parse("PHIVAULT_THROTTLE_PER_IP", &v)?;
+        }
+        if let Some(v) = get("PHIVAULT_THROTTLE_PER_ACCOUNT") {
+            self.throttle.per_account = parse("PHIVAULT_THROTTLE_PER_ACCOUNT", &v)?;
+        }
+        if let Some(v) = get("PHIVAULT_THROTTLE_BEARER_FAILURES_PER_IP") {
+            self.throttle.bearer_failures_per_ip =
+                parse("PHIVAULT_THROTTLE_BEARER_FAILURES_PER_IP", &v)?;
         }
         if let Some(v) = get("PHIVAULT_OBJECTS") {
             self.objects.backend = match v.as_str() {
@@ -597,6 +641,35 @@ impl Config {
             );
         }
         Ok(parsed.as_str().trim_end_matches('/').to_string())
+    }
+
+    /// The throttling limits; every number must be at least 1.
+    pub fn throttle(&self) -> Result<phivault_http::ThrottleConfig> {
+        let t = &self.throttle;
+        if t.window_secs == 0 || t.window_secs > 86_400 {
+            bail!("throttle.window_secs (PHIVAULT_THROTTLE_WINDOW_SECS) must be 1 to 86400");
+        }
+        for (name, v) in [
+            ("throttle.per_ip (PHIVAULT_THROTTLE_PER_IP)", t.per_ip),
+            (
+                "throttle.per_account (PHIVAULT_THROTTLE_PER_ACCOUNT)",
+                t.per_account,
+            ),
+            (
+                "throttle.bearer_failures_per_ip (PHIVAULT_THROTTLE_BEARER_FAILURES_PER_IP)",
+                t.bearer_failures_per_ip,
+            ),
+        ] {
+            if v == 0 {
+                bail!("{name} must be at least 1");
+            }
+        }
+        Ok(phivault_http::ThrottleConfig {
+            window: Duration::from_secs(t.window_secs),
+            per_ip: t.per_ip,
+            per_account: t.per_account,
+            bearer_failures_per_ip: t.bearer_failures_per_ip,
+        })
     }
 
     /// The request timeout.

@@ -5,6 +5,7 @@ mod admin;
 mod audit;
 mod bench;
 mod bench_audit;
+mod bench_auth;
 mod bench_stream;
 mod config;
 mod devcert;
@@ -13,6 +14,7 @@ mod migrate;
 mod oplog;
 mod serve;
 mod setup;
+mod staff;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -92,6 +94,9 @@ enum Command {
     /// Manage users of a tenant.
     #[command(subcommand)]
     User(admin::UserCommand),
+    /// Manage staff (platform operators): create, list, deactivate.
+    #[command(subcommand)]
+    Staff(staff::StaffCommand),
     /// Issue and revoke API tokens.
     #[command(subcommand)]
     Token(admin::TokenCommand),
@@ -156,6 +161,7 @@ fn main() -> ExitCode {
             Command::Practice(c) => admin::practice(config, c).await,
             Command::User(c) => admin::user(config, c).await,
             Command::Token(c) => admin::token(config, c).await,
+            Command::Staff(c) => staff::run(config, c).await,
             Command::Keys(c) => keys::run(config, c).await,
             Command::Unseal { url, ca_cert } => unseal(&config, &url, ca_cert.as_deref()).await,
             Command::DevCert(args) => devcert::run(&config, args),

@@ -61,6 +61,7 @@ pub async fn run(config: Config) -> Result<()> {
     };
     let mailer = config.mailer()?;
     let link_lifetime = config.link_lifetime()?;
+    let throttle = config.throttle()?;
     let audit_config = config.audit()?;
     let witness = audit_config
         .witness
@@ -111,6 +112,7 @@ pub async fn run(config: Config) -> Result<()> {
         ),
     }
     let state = state
+        .with_throttle(throttle)
         .with_mailer(std::sync::Arc::new(mailer))
         .with_magic_link(phivault_http::MagicLinkSettings {
             public_url,

@@ -144,6 +144,21 @@ fn walk(f: &Fixture) -> BTreeMap<(&'static str, &'static str), (String, Option<V
     ] {
         add(method, template, String::new(), None, Audited::No);
     }
+    // Staff routes need a staff sign-in (password and TOTP); their events (auth.login,
+    // auth.failed, auth.logout, auth.mfa.enrolled, staff.read, all on the platform chain)
+    // are checked in staff.rs, not part of this walk.
+    for (method, template) in [
+        ("post", "/api/v1/staff/auth/login"),
+        ("post", "/api/v1/staff/auth/mfa/enroll"),
+        ("post", "/api/v1/staff/auth/mfa/enroll/confirm"),
+        ("post", "/api/v1/staff/auth/mfa/verify"),
+        ("post", "/api/v1/staff/auth/logout"),
+        ("get", "/api/v1/staff/tenants"),
+        ("get", "/api/v1/staff/tenants/{tenant_id}"),
+        ("get", "/api/v1/staff/staff"),
+    ] {
+        add(method, template, String::new(), None, Audited::No);
+    }
     add(
         "get",
         "/api/v1/tenants/{tenant_id}/settings/sessions",

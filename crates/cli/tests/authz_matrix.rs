@@ -11,8 +11,9 @@
 //! practice-scoped record in a practice the user is not granted → 404 `not_found`;
 //! otherwise 2xx. Lists answered to a limited user never show the other practice's ids.
 //!
-//! The staff column comes with the staff realm (issue 5, item 4): staff are no tenant
-//! principals yet, so there is nothing to walk for them.
+//! Staff routes (`/api/v1/staff/`) are walked with every tenant token and none: all are
+//! refused 401, as staff tokens have their own audience. Staff tokens on tenant routes
+//! and the staff roles are checked in staff.rs.
 
 mod support;
 
@@ -32,6 +33,9 @@ enum Rule {
     Public,
     /// Not walked here, with the reason and where it is tested instead.
     NotWalked(&'static str),
+    /// A staff route: every tenant token and no token at all → 401 `unauthenticated`
+    /// (staff roles are covered in staff.rs).
+    Staff,
     /// A tenant route: the permission (as `docs/access.md` names it) and whether the
     /// request names a record that lives in one practice.
     Tenant {
@@ -106,16 +110,41 @@ fn rules() -> BTreeMap<(&'static str, &'static str), Rule> {
             "/api/v1/auth/mfa/enroll/confirm".into(),
             Rule::NotWalked("the caller's own factor; covered by the MFA tests"),
         ),
+        // Staff sign-in answers by the credentials in the body; staff.rs covers it.
+        (
+            "post",
+            "/api/v1/staff/auth/login".into(),
+            Rule::NotWalked("public staff sign-in; covered by the staff tests"),
+        ),
+        (
+            "post",
+            "/api/v1/staff/auth/mfa/enroll".into(),
+            Rule::NotWalked("the staff member's own factor; covered by the staff tests"),
+        ),
+        (
+            "post",
+            "/api/v1/staff/auth/mfa/enroll/confirm".into(),
+            Rule::NotWalked("the staff member's own factor; covered by the staff tests"),
+        ),
+        (
+            "post",
+            "/api/v1/staff/auth/mfa/verify".into(),
+            Rule::NotWalked("second step of a staff sign-in; covered by the staff tests"),
+        ),
+        ("post", "/api/v1/staff/auth/logout".into(), Rule::Staff),
+        ("get", "/api/v1/staff/tenants".into(), Rule::Staff),
+        (
+            "get",
+            "/api/v1/staff/tenants/{tenant_id}".into(),
+            Rule::Staff,
+        ),
+        ("get", "/api/v1/staff/staff".into(), Rule::Staff),
         (
             "get",
             format!("{t}/settings/mfa"),
             tenant("admin:view_users"),
         ),
-        (
-            "put",
-            format!("{t}/settings/mfa"),
-            tenant("admin:manage_users"),
-        ),
+        ("put", format!("{t}/settings/mfa"), tenant("tenant:manage")),
         ("get", format!("{t}/me"), tenant("practice:read")),
         (
             "get",
@@ -125,7 +154,7 @@ fn rules() -> BTreeMap<(&'static str, &'static str), Rule> {
         (
             "put",
             format!("{t}/settings/sessions"),
-            tenant("admin:manage_users"),
+            tenant("tenant:manage"),
         ),
         ("get", format!("{t}/practices"), tenant("practice:read")),
         (
@@ -255,6 +284,8 @@ fn expected(rule: Rule, ctx: Context, holds: bool) -> Expect {
     match rule {
         Rule::Public => Expect::Success,
         Rule::NotWalked(_) => unreachable!(),
+        // Tenant principals are no staff, whatever their role or tenant.
+        Rule::Staff => Expect::Error(401, "unauthenticated"),
         Rule::Tenant {
             practice_scoped, ..
         } => match ctx {

@@ -267,7 +267,12 @@ async fn mfa_at_sign_in(backend: Backend) {
     let site = Site::new(backend).await;
     let t = site.tenant("mfa-clinic", "Synthetic MFA Clinic");
     let email = "owner@mfa-clinic.example.test";
-    let server = site.serve();
+    // Lockout is under test here, not throttling (crates/cli/tests/throttle.rs): raise
+    // the limits so the lockout is what answers.
+    let server = site.serve_with(&[
+        ("PHIVAULT_THROTTLE_PER_IP", "1000"),
+        ("PHIVAULT_THROTTLE_PER_ACCOUNT", "1000"),
+    ]);
 
     // The tenant requires a second factor for owners and admins.
     server

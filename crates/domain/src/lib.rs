@@ -41,6 +41,7 @@ pub mod patients;
 pub mod practices;
 mod secret_token;
 pub mod sessions;
+pub mod staff;
 pub mod tenants;
 pub mod tokens;
 pub mod users;

@@ -109,7 +109,8 @@ fn binding(tx: &TenantTx, user: UserId) -> Binding<'static> {
     }
 }
 
-fn totp(secret: Vec<u8>, account: &str) -> Result<Totp> {
+/// The TOTP of `secret` (shared with the staff realm).
+pub(crate) fn totp(secret: Vec<u8>, account: &str) -> Result<Totp> {
     Builder::new()
         .with_secret(secret)
         .with_account_name(account.replace(':', ""))
@@ -273,7 +274,8 @@ pub async fn verify(
     })
 }
 
-fn code_hash(code: &str) -> [u8; 32] {
+/// The stored hash of a recovery code (shared with the staff realm).
+pub(crate) fn code_hash(code: &str) -> [u8; 32] {
     Sha256::digest(code.replace('-', "").to_ascii_lowercase().as_bytes()).into()
 }
 
@@ -351,11 +353,7 @@ pub async fn confirm_enrollment(
         .await?;
     let mut codes = Vec::with_capacity(RECOVERY_CODES);
     for _ in 0..RECOVERY_CODES {
-        let mut raw = [0u8; 10];
-        getrandom::fill(&mut raw)
-            .map_err(|_| invalid("totp", "the system random number generator failed"))?;
-        let text = URL_SAFE_NO_PAD.encode(raw).to_ascii_lowercase();
-        let code = format!("{}-{}", &text[..6], &text[6..12]);
+        let code = new_recovery_code()?;
         tx.query("INSERT INTO recovery_codes (tenant_id, user_id, code_hash) VALUES ($1, $2, $3)")
             .bind(user)
             .bind(&code_hash(&code)[..])
@@ -364,6 +362,15 @@ pub async fn confirm_enrollment(
         codes.push(code);
     }
     Ok(RecoveryCodes(codes))
+}
+
+/// A fresh recovery code in clear (`xxxxxx-xxxxxx`; shared with the staff realm).
+pub(crate) fn new_recovery_code() -> Result<String> {
+    let mut raw = [0u8; 10];
+    getrandom::fill(&mut raw)
+        .map_err(|_| invalid("totp", "the system random number generator failed"))?;
+    let text = URL_SAFE_NO_PAD.encode(raw).to_ascii_lowercase();
+    Ok(format!("{}-{}", &text[..6], &text[6..12]))
 }
 
 /// A sign-in waiting for its second factor.

@@ -17,6 +17,8 @@ pub struct ApiError {
     status: StatusCode,
     code: &'static str,
     message: String,
+    /// Seconds for `Retry-After` (429 `throttled`).
+    retry_after: Option<u64>,
 }
 
 /// The JSON body of every error.
@@ -44,6 +46,17 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    /// 429 `throttled`, with `Retry-After` of `wait` rounded up to whole seconds (at
+    /// least one).
+    pub fn throttled(wait: std::time::Duration, message: impl Into<String>) -> Self {
+        let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        ApiError {
+            retry_after: Some(secs.max(1)),
+            ..Self::new(StatusCode::TOO_MANY_REQUESTS, "throttled", message)
         }
     }
 
@@ -94,6 +107,11 @@ impl IntoResponse for ApiError {
                 header::WWW_AUTHENTICATE,
                 header::HeaderValue::from_static("Bearer"),
             );
+        }
+        if let Some(secs) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from(secs));
         }
         response.extensions_mut().insert(RenderedError {
             code: self.code,

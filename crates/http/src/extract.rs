@@ -218,7 +218,19 @@ impl FromRequestParts<AppState> for Auth {
                     .get::<MatchedPath>()
                     .map(|p| p.as_str().to_string())
                     .unwrap_or_default();
-                let reason = if token.is_some() {
+                // A token that fails counts against the client address; over the
+                // limit the answer is 429 `throttled` (a missing token is not counted:
+                // it guesses nothing and costs no lookup).
+                let throttled = match token {
+                    Some(_) => {
+                        let ip = crate::audit::source_of(parts).ip.parse().ok();
+                        state.throttle.bearer_failure(ip).err()
+                    }
+                    None => None,
+                };
+                let reason = if throttled.is_some() {
+                    "throttled"
+                } else if token.is_some() {
                     "bearer token not valid"
                 } else {
                     "no bearer token"
@@ -237,7 +249,10 @@ impl FromRequestParts<AppState> for Auth {
                     reason,
                 )
                 .await;
-                Err(phivault_access::AccessError::Unauthenticated.into())
+                Err(match throttled {
+                    Some(wait) => crate::throttle::throttled(wait),
+                    None => phivault_access::AccessError::Unauthenticated.into(),
+                })
             }
             Err(e) => Err(e.into()),
         }
@@ -276,6 +291,7 @@ pub mod need {
         UserRead => false,
         UserManage => false,
         AuditView => false,
+        TenantManage => false,
     );
 }
 

@@ -23,10 +23,12 @@ pub mod openapi;
 mod routes;
 mod server;
 mod state;
+pub mod throttle;
 
 pub use error::ApiError;
 pub use server::{ServeOptions, TlsFiles, TlsSetupError, load_tls_config, serve};
 pub use state::{AppState, HttpConfig, MagicLinkSettings, Unsealer};
+pub use throttle::ThrottleConfig;
 
 use axum::Router;
 

@@ -79,6 +79,8 @@ pub struct AppState {
     pub magic_link: MagicLinkSettings,
     /// Bounds the sign-in link jobs running in the background.
     pub(crate) mail_jobs: Arc<tokio::sync::Semaphore>,
+    /// Throttles the authentication endpoints (in memory, per process).
+    pub throttle: Arc<crate::throttle::Throttle>,
     /// Signs and verifies session access tokens.
     pub sessions: Arc<phivault_access::session_token::SessionKeys>,
     clock: Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>,
@@ -108,6 +110,9 @@ impl AppState {
             mailer: None,
             magic_link: MagicLinkSettings::default(),
             mail_jobs: Arc::new(tokio::sync::Semaphore::new(MAIL_JOBS)),
+            throttle: Arc::new(crate::throttle::Throttle::new(
+                crate::throttle::ThrottleConfig::default(),
+            )),
             clock: Arc::new(Utc::now),
         }
     }
@@ -127,6 +132,12 @@ impl AppState {
     /// Sets the public URL links point to and their lifetime.
     pub fn with_magic_link(mut self, settings: MagicLinkSettings) -> Self {
         self.magic_link = settings;
+        self
+    }
+
+    /// Sets the limits of the authentication endpoints (fresh, empty buckets).
+    pub fn with_throttle(mut self, config: crate::throttle::ThrottleConfig) -> Self {
+        self.throttle = Arc::new(crate::throttle::Throttle::new(config));
         self
     }
 

@@ -7,8 +7,8 @@
 use crate::StoreError;
 
 /// Tables that hold no tenant data and may be queried outside a tenant scope: the tenant
-/// registry, the platform's own audit chain (identifiers only) and wrapped platform
-/// secrets.
+/// registry, the platform's own audit chain (identifiers only), wrapped platform
+/// secrets and the staff realm (platform operators, who belong to no tenant).
 pub(crate) const PLATFORM_TABLES: &[&str] = &[
     "tenants",
     "platform_audit_events",
@@ -16,6 +16,11 @@ pub(crate) const PLATFORM_TABLES: &[&str] = &[
     "platform_audit_checkpoints",
     "audit_signing_keys",
     "platform_secrets",
+    "staff_users",
+    "staff_totp",
+    "staff_recovery_codes",
+    "staff_sessions",
+    "staff_challenges",
 ];
 
 /// Accepts a statement only if `$1` is its tenant filter (`... WHERE ... tenant_id = $1`)

@@ -39,6 +39,11 @@ pub const APP_GRANTS: &[(&str, &str)] = &[
     ("user_totp", "SELECT, INSERT, UPDATE, DELETE"),
     ("recovery_codes", "SELECT, INSERT, UPDATE, DELETE"),
     ("mfa_challenges", "SELECT, INSERT, UPDATE, DELETE"),
+    ("staff_users", "SELECT, INSERT, UPDATE"),
+    ("staff_totp", "SELECT, INSERT, UPDATE, DELETE"),
+    ("staff_recovery_codes", "SELECT, INSERT, UPDATE, DELETE"),
+    ("staff_sessions", "SELECT, INSERT, UPDATE"),
+    ("staff_challenges", "SELECT, INSERT, UPDATE"),
 ];
 
 /// What phivault found out about a PostgreSQL role.

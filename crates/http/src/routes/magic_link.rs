@@ -7,18 +7,17 @@
 //! business; see `phivault_domain::magic_links::consume`.
 
 use axum::Json;
-use axum::extract::{FromRequestParts, State};
+use axum::extract::State;
 use axum::http::StatusCode;
-use axum::http::request::Parts;
-use phivault_audit::{Action, Actor, ActorKind, AuditEvent, Outcome, Resource, Source};
+use phivault_audit::{Action, Actor, ActorKind, AuditEvent, Outcome, Resource};
 use phivault_domain::{magic_links, tenants};
 use phivault_store::TxMode;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::audit::source_of;
+use crate::audit::Origin;
 use crate::extract::ApiJson;
-use crate::layers::RequestId;
+use crate::throttle::{self, Endpoint};
 use crate::{ApiError, AppState};
 
 /// This module's routes.
@@ -65,27 +64,6 @@ const ACCEPTED: MagicLinkAccepted = MagicLinkAccepted {
 
 const SUBJECT: &str = "Your phivault sign-in link";
 
-/// Where a request came from, for the audit event its job may write.
-pub(crate) struct Origin {
-    source: Source,
-    request_id: String,
-}
-
-impl<S: Send + Sync> FromRequestParts<S> for Origin {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
-        Ok(Origin {
-            source: source_of(parts),
-            request_id: parts
-                .extensions
-                .get::<RequestId>()
-                .map(|r| r.0.clone())
-                .unwrap_or_default(),
-        })
-    }
-}
-
 /// Same rule as tenant creation; checked here so malformed input is refused at once.
 fn valid_slug(slug: &str) -> bool {
     (2..=63).contains(&slug.len())
@@ -97,7 +75,8 @@ fn valid_slug(slug: &str) -> bool {
 
 /// Asks for a sign-in link. Answers 202 with the same body whether or not the address
 /// belongs to an active user of the tenant (or the tenant exists); only then is a
-/// single-use link (15 minutes by default) mailed to it.
+/// single-use link (15 minutes by default) mailed to it. Throttled per client address
+/// and per (tenant, address) account: 429 `throttled` with `Retry-After`.
 #[utoipa::path(post, path = "/api/v1/auth/magic-link", tag = "auth",
     request_body = MagicLinkRequest,
     responses((status = 202, body = MagicLinkAccepted),
@@ -109,8 +88,11 @@ fn valid_slug(slug: &str) -> bool {
 pub(crate) async fn request_magic_link(
     State(st): State<AppState>,
     origin: Origin,
-    ApiJson(body): ApiJson<MagicLinkRequest>,
+    body: Result<ApiJson<MagicLinkRequest>, ApiError>,
 ) -> Result<(StatusCode, Json<MagicLinkAccepted>), ApiError> {
+    // Counted before the body is looked at: malformed requests count too.
+    throttle::per_ip(&st, &origin, Endpoint::MagicLink).await?;
+    let ApiJson(body) = body?;
     if !valid_slug(&body.tenant) {
         return Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -119,6 +101,7 @@ pub(crate) async fn request_magic_link(
         ));
     }
     let email = magic_links::check_email(&body.email)?;
+    let origin = throttle::per_link_account(&st, origin, &body.tenant, &email)?;
     let Some(mailer) = st.mailer.clone() else {
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -127,9 +110,8 @@ pub(crate) async fn request_magic_link(
         ));
     };
     let Ok(permit) = st.mail_jobs.clone().try_acquire_owned() else {
-        return Err(ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "throttled",
+        return Err(ApiError::throttled(
+            std::time::Duration::from_secs(1),
             "too many sign-in links are being sent; retry shortly",
         ));
     };

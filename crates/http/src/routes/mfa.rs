@@ -18,6 +18,7 @@ use uuid::Uuid;
 use super::sessions::{session_answer, user_actor};
 use crate::audit::{Origin, unavailable};
 use crate::extract::ApiJson;
+use crate::throttle::{self, Endpoint};
 use crate::{ApiError, AppState};
 
 const CHALLENGE_PREFIX: &str = "pvc_";
@@ -92,8 +93,15 @@ fn parse_challenge(text: &str) -> Option<(TenantId, Uuid)> {
     ))
 }
 
-/// Opens the challenge's tenant transaction and finds the live challenge.
-async fn open(st: &AppState, text: &str) -> Result<(TenantId, TenantTx, Challenge), ApiError> {
+/// Opens the challenge's tenant transaction and finds the live challenge, and counts the
+/// request against the challenge's user (the handler has counted it against the client
+/// address already).
+async fn open(
+    st: &AppState,
+    origin: &Origin,
+    endpoint: Endpoint,
+    text: &str,
+) -> Result<(TenantId, TenantTx, Challenge), ApiError> {
     if st.keys.status() == phivault_crypto::keys::KeyStatus::Sealed {
         return Err(crate::error::sealed());
     }
@@ -102,6 +110,10 @@ async fn open(st: &AppState, text: &str) -> Result<(TenantId, TenantTx, Challeng
     let c = mfa::find_challenge(&mut tx, id, st.now())
         .await?
         .ok_or_else(challenge_refused)?;
+    if let Err(wait) = throttle::user_check(st, endpoint, tenant, c.user) {
+        tx.rollback().await?;
+        return Err(throttle::refuse_user(st, origin, endpoint, tenant, c.user, wait).await);
+    }
     Ok((tenant, tx, c))
 }
 
@@ -202,9 +214,11 @@ async fn finish(
 pub(crate) async fn verify(
     State(st): State<AppState>,
     origin: Origin,
-    ApiJson(body): ApiJson<Answer>,
+    body: Result<ApiJson<Answer>, ApiError>,
 ) -> Result<Response, ApiError> {
-    let (tenant, mut tx, c) = open(&st, &body.challenge).await?;
+    throttle::per_ip(&st, &origin, Endpoint::MfaVerify).await?;
+    let ApiJson(body) = body?;
+    let (tenant, mut tx, c) = open(&st, &origin, Endpoint::MfaVerify, &body.challenge).await?;
     if !mfa::is_enrolled(&mut tx, c.user).await? {
         return Err(challenge_refused());
     }
@@ -237,9 +251,12 @@ pub(crate) struct EnrollRequest {
               (status = 409, body = crate::error::ErrorBody)))]
 pub(crate) async fn enroll(
     State(st): State<AppState>,
-    ApiJson(body): ApiJson<EnrollRequest>,
+    origin: Origin,
+    body: Result<ApiJson<EnrollRequest>, ApiError>,
 ) -> Result<Json<EnrollmentView>, ApiError> {
-    let (_, mut tx, c) = open(&st, &body.challenge).await?;
+    throttle::per_ip(&st, &origin, Endpoint::MfaEnroll).await?;
+    let ApiJson(body) = body?;
+    let (_, mut tx, c) = open(&st, &origin, Endpoint::MfaEnroll, &body.challenge).await?;
     let account = c.user.to_string();
     let e = mfa::begin_enrollment(&mut tx, &st.keys, c.user, &account, st.now()).await?;
     tx.commit().await?;
@@ -269,9 +286,11 @@ pub(crate) struct Enrolled {
 pub(crate) async fn confirm(
     State(st): State<AppState>,
     origin: Origin,
-    ApiJson(body): ApiJson<Answer>,
+    body: Result<ApiJson<Answer>, ApiError>,
 ) -> Result<Json<Enrolled>, ApiError> {
-    let (tenant, mut tx, c) = open(&st, &body.challenge).await?;
+    throttle::per_ip(&st, &origin, Endpoint::MfaConfirm).await?;
+    let ApiJson(body) = body?;
+    let (tenant, mut tx, c) = open(&st, &origin, Endpoint::MfaConfirm, &body.challenge).await?;
     let codes = mfa::confirm_enrollment(&mut tx, &st.keys, c.user, &body.code, st.now()).await?;
     let event = origin.event(
         &st,

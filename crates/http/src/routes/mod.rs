@@ -9,6 +9,7 @@ mod mfa;
 mod patients;
 mod practices;
 mod sessions;
+mod staff;
 mod sys;
 mod users;
 
@@ -27,7 +28,13 @@ pub(crate) use sys::*;
 
 /// The OpenAPI paths of the route modules that keep their own document.
 pub(crate) fn module_docs() -> Vec<utoipa::openapi::OpenApi> {
-    vec![users::api(), magic_link::api(), sessions::api(), mfa::api()]
+    vec![
+        users::api(),
+        magic_link::api(),
+        sessions::api(),
+        mfa::api(),
+        staff::api(),
+    ]
 }
 
 pub(crate) fn router() -> Router<AppState> {
@@ -63,6 +70,7 @@ pub(crate) fn router() -> Router<AppState> {
         .merge(magic_link::router())
         .merge(sessions::router())
         .merge(mfa::router())
+        .merge(staff::router())
         .fallback(|| async { ApiError::not_found("route") })
 }
 

@@ -16,6 +16,7 @@ use utoipa::ToSchema;
 
 use crate::audit::{Origin, unavailable};
 use crate::extract::{ApiJson, Auth, Scoped, need};
+use crate::throttle::{self, Endpoint};
 use crate::{ApiError, AppState};
 
 /// The refresh cookie. `__Host-` makes browsers insist on Secure, Path=/ and no Domain.
@@ -147,8 +148,10 @@ fn link_refused() -> ApiError {
 pub(crate) async fn sign_in(
     State(st): State<AppState>,
     origin: Origin,
-    ApiJson(body): ApiJson<SignIn>,
+    body: Result<ApiJson<SignIn>, ApiError>,
 ) -> Result<Response, ApiError> {
+    throttle::per_ip(&st, &origin, Endpoint::MagicLinkVerify).await?;
+    let ApiJson(body) = body?;
     // A sealed server cannot sign session tokens: refuse before the link is used up.
     if st.keys.status() == phivault_crypto::keys::KeyStatus::Sealed {
         return Err(crate::error::sealed());
@@ -286,6 +289,7 @@ pub(crate) async fn refresh(
     origin: Origin,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    throttle::per_ip(&st, &origin, Endpoint::Refresh).await?;
     same_site_only(&headers)?;
     if st.keys.status() == phivault_crypto::keys::KeyStatus::Sealed {
         return Err(crate::error::sealed());
@@ -422,7 +426,7 @@ pub(crate) async fn get_policy(
     security(("bearer" = [])))]
 pub(crate) async fn put_policy(
     State(st): State<AppState>,
-    s: Scoped<need::UserManage>,
+    s: Scoped<need::TenantManage>,
     ApiJson(body): ApiJson<PolicyView>,
 ) -> Result<Json<PolicyView>, ApiError> {
     let mut tx = s.scope.begin(&st.db, TxMode::Write).await?;
@@ -486,7 +490,7 @@ pub(crate) async fn get_mfa(
     security(("bearer" = [])))]
 pub(crate) async fn put_mfa(
     State(st): State<AppState>,
-    s: Scoped<need::UserManage>,
+    s: Scoped<need::TenantManage>,
     ApiJson(body): ApiJson<MfaView>,
 ) -> Result<Json<MfaView>, ApiError> {
     let Some(policy) = phivault_domain::mfa::MfaPolicy::parse(&body.mfa_policy) else {
