@@ -208,9 +208,147 @@ pub enum Verdict {
     Locked,
 }
 
-/// Checks a TOTP code (or, with `allow_recovery`, a recovery code) for `user` at `now`.
-/// A TOTP code is accepted once; failures count towards a lockout. The caller commits
-/// whatever the verdict, so that counters stick.
+/// The stored state of one second factor, whichever realm owns it.
+pub(crate) struct FactorState {
+    /// Enrollment was confirmed.
+    pub(crate) enabled: bool,
+    /// The last TOTP step accepted.
+    pub(crate) last_used_step: i64,
+    /// Failures in a row.
+    pub(crate) failures: i64,
+    /// Locked until then, if locked.
+    pub(crate) locked_until: Option<DateTime<Utc>>,
+}
+
+/// Where a second factor lives: a tenant user's row or a staff member's row. The rules
+/// of [`check_code`] are the same for both.
+pub(crate) trait FactorStore {
+    /// The TOTP secret, unsealed.
+    async fn secret(&mut self) -> Result<Vec<u8>>;
+    /// Records `step` as used if it is later than the last one used; `false` if another
+    /// use of the same code won.
+    async fn claim_step(&mut self, step: i64) -> Result<bool>;
+    /// Uses up the recovery code with this hash; `false` if there is none unused.
+    async fn use_recovery(&mut self, hash: [u8; 32], now: DateTime<Utc>) -> Result<bool>;
+    /// Stores the failure count and lockout.
+    async fn set_failures(
+        &mut self,
+        failures: i64,
+        locked_until: Option<DateTime<Utc>>,
+    ) -> Result<()>;
+}
+
+/// Checks a TOTP code (accepted once) or a recovery code (used up) against a factor in
+/// `state`; failures count towards a lockout. The caller commits whatever the verdict,
+/// so that counters stick.
+pub(crate) async fn check_code<S: FactorStore>(
+    store: &mut S,
+    state: &FactorState,
+    code: &str,
+    now: DateTime<Utc>,
+) -> Result<Verdict> {
+    if state.locked_until.is_some_and(|until| until > now) {
+        return Ok(Verdict::Locked);
+    }
+    let code = code.trim();
+    let accepted = if !state.enabled {
+        false
+    } else if code.len() == 6 && code.bytes().all(|b| b.is_ascii_digit()) {
+        let secret = store.secret().await?;
+        let step = totp(secret, "user")?.check(code, u64::try_from(now.timestamp()).unwrap_or(0));
+        match step.map(|s| i64::try_from(s).unwrap_or(i64::MAX)) {
+            Some(step) if step > state.last_used_step => store.claim_step(step).await?,
+            _ => false,
+        }
+    } else if code.len() <= 64 {
+        store.use_recovery(code_hash(code), now).await?
+    } else {
+        false
+    };
+    if accepted {
+        store.set_failures(0, None).await?;
+        return Ok(Verdict::Accepted);
+    }
+    let failures = state.failures + 1;
+    let locked_until = (failures >= MAX_FAILURES).then(|| now + LOCKOUT);
+    store
+        .set_failures(
+            if locked_until.is_some() { 0 } else { failures },
+            locked_until,
+        )
+        .await?;
+    Ok(if locked_until.is_some() {
+        Verdict::Locked
+    } else {
+        Verdict::Rejected
+    })
+}
+
+/// A tenant user's factor, in the user's tenant transaction.
+struct UserFactor<'a> {
+    tx: &'a mut TenantTx,
+    keys: &'a KeyService,
+    user: UserId,
+    data_key_id: Uuid,
+    sealed: Vec<u8>,
+}
+
+impl FactorStore for UserFactor<'_> {
+    async fn secret(&mut self) -> Result<Vec<u8>> {
+        let key = self.keys.data_key(self.tx, self.data_key_id).await?;
+        Ok(key.open(&binding(self.tx, self.user), &self.sealed)?)
+    }
+
+    async fn claim_step(&mut self, step: i64) -> Result<bool> {
+        // Conditional, so that of two concurrent uses of one code only one wins.
+        Ok(self
+            .tx
+            .query(
+                "UPDATE user_totp SET last_used_step = $3
+                 WHERE tenant_id = $1 AND user_id = $2 AND last_used_step < $3",
+            )
+            .bind(self.user)
+            .bind(step)
+            .execute()
+            .await?
+            == 1)
+    }
+
+    async fn use_recovery(&mut self, hash: [u8; 32], now: DateTime<Utc>) -> Result<bool> {
+        Ok(self
+            .tx
+            .query(
+                "UPDATE recovery_codes SET used_at = $4
+                 WHERE tenant_id = $1 AND user_id = $2 AND code_hash = $3 AND used_at IS NULL",
+            )
+            .bind(self.user)
+            .bind(&hash[..])
+            .bind(now)
+            .execute()
+            .await?
+            == 1)
+    }
+
+    async fn set_failures(
+        &mut self,
+        failures: i64,
+        locked_until: Option<DateTime<Utc>>,
+    ) -> Result<()> {
+        self.tx
+            .query(
+                "UPDATE user_totp SET failures = $3, locked_until = $4
+                 WHERE tenant_id = $1 AND user_id = $2",
+            )
+            .bind(self.user)
+            .bind(failures)
+            .bind(locked_until)
+            .execute()
+            .await?;
+        Ok(())
+    }
+}
+
+/// Checks a TOTP code (or a recovery code) for `user` at `now` ([`check_code`]'s rules).
 pub async fn verify(
     tx: &mut TenantTx,
     keys: &KeyService,
@@ -221,84 +359,25 @@ pub async fn verify(
     let Some(f) = factor(tx, user).await? else {
         return Ok(Verdict::Rejected);
     };
-    if f.locked_until.is_some_and(|until| until > now) {
-        return Ok(Verdict::Locked);
-    }
-    let code = code.trim();
-    let accepted = if code.len() == 6 && code.bytes().all(|b| b.is_ascii_digit()) {
-        let key = keys.data_key(tx, f.data_key_id).await?;
-        let secret = key.open(&binding(tx, user), &f.secret)?;
-        let step = totp(secret, "user")?.check(code, u64::try_from(now.timestamp()).unwrap_or(0));
-        match step {
-            Some(step) if i64::try_from(step).unwrap_or(i64::MAX) > f.last_used_step => {
-                // Conditional, so that of two concurrent uses of one code only one wins.
-                tx.query(
-                    "UPDATE user_totp SET last_used_step = $3, failures = 0, locked_until = NULL
-                     WHERE tenant_id = $1 AND user_id = $2 AND last_used_step < $3",
-                )
-                .bind(user)
-                .bind(i64::try_from(step).unwrap_or(i64::MAX))
-                .execute()
-                .await?
-                    == 1
-            }
-            _ => false,
-        }
-    } else {
-        use_recovery_code(tx, user, code, now).await?
+    let state = FactorState {
+        enabled: f.enabled_at.is_some(),
+        last_used_step: f.last_used_step,
+        failures: f.failures,
+        locked_until: f.locked_until,
     };
-    if accepted {
-        if f.enabled_at.is_none() {
-            return Ok(Verdict::Rejected);
-        }
-        tx.query("UPDATE user_totp SET failures = 0, locked_until = NULL WHERE tenant_id = $1 AND user_id = $2")
-            .bind(user)
-            .execute()
-            .await?;
-        return Ok(Verdict::Accepted);
-    }
-    let failures = f.failures + 1;
-    let locked_until = (failures >= MAX_FAILURES).then(|| now + LOCKOUT);
-    tx.query(
-        "UPDATE user_totp SET failures = $3, locked_until = $4 WHERE tenant_id = $1 AND user_id = $2",
-    )
-    .bind(user)
-    .bind(if locked_until.is_some() { 0 } else { failures })
-    .bind(locked_until)
-    .execute()
-    .await?;
-    Ok(if locked_until.is_some() {
-        Verdict::Locked
-    } else {
-        Verdict::Rejected
-    })
+    let mut store = UserFactor {
+        tx,
+        keys,
+        user,
+        data_key_id: f.data_key_id,
+        sealed: f.secret,
+    };
+    check_code(&mut store, &state, code, now).await
 }
 
 /// The stored hash of a recovery code (shared with the staff realm).
 pub(crate) fn code_hash(code: &str) -> [u8; 32] {
     Sha256::digest(code.replace('-', "").to_ascii_lowercase().as_bytes()).into()
-}
-
-async fn use_recovery_code(
-    tx: &mut TenantTx,
-    user: UserId,
-    code: &str,
-    now: DateTime<Utc>,
-) -> Result<bool> {
-    if code.len() > 64 {
-        return Ok(false);
-    }
-    Ok(tx
-        .query(
-            "UPDATE recovery_codes SET used_at = $4
-             WHERE tenant_id = $1 AND user_id = $2 AND code_hash = $3 AND used_at IS NULL",
-        )
-        .bind(user)
-        .bind(&code_hash(code)[..])
-        .bind(now)
-        .execute()
-        .await?
-        == 1)
 }
 
 /// Recovery codes in clear, shown once at enrollment. `Debug` redacts.

@@ -25,10 +25,8 @@ use crate::error::{invalid, on_write};
 use crate::mfa::{Enrollment, RecoveryCodes, Verdict};
 use crate::{DomainError, Result, validate};
 
-/// Failed TOTP attempts before the factor locks.
-pub const MAX_FAILURES: i64 = 5;
-/// How long a locked factor stays locked.
-pub const LOCKOUT: Duration = Duration::minutes(15);
+/// Failed attempts before the factor locks, and for how long: the same as tenant users'.
+pub use crate::mfa::{LOCKOUT, MAX_FAILURES};
 /// How long a sign-in waits for its second factor.
 pub const CHALLENGE_TTL: Duration = Duration::minutes(5);
 /// Idle timeout of a staff session.
@@ -503,8 +501,68 @@ pub async fn confirm_enrollment(
     Ok(RecoveryCodes(codes))
 }
 
-/// Checks a TOTP code (or a recovery code) at `now`. A TOTP code is accepted once;
-/// failures count towards a lockout. The caller commits whatever the verdict.
+/// A staff member's factor, in a platform transaction.
+struct StaffFactor<'a> {
+    tx: &'a mut PlatformTx,
+    keys: &'a KeyService,
+    staff: Uuid,
+    wrapped: Vec<u8>,
+}
+
+impl crate::mfa::FactorStore for StaffFactor<'_> {
+    async fn secret(&mut self) -> Result<Vec<u8>> {
+        secret(self.keys, &self.wrapped).await
+    }
+
+    async fn claim_step(&mut self, step: i64) -> Result<bool> {
+        // Conditional, so that of two concurrent uses of one code only one wins.
+        Ok(self
+            .tx
+            .query(
+                "UPDATE staff_totp SET last_used_step = $2
+                 WHERE staff_id = $1 AND last_used_step < $2",
+            )
+            .bind(self.staff)
+            .bind(step)
+            .execute()
+            .await?
+            == 1)
+    }
+
+    async fn use_recovery(&mut self, hash: [u8; 32], now: DateTime<Utc>) -> Result<bool> {
+        Ok(self
+            .tx
+            .query(
+                "UPDATE staff_recovery_codes SET used_at = $3
+                 WHERE staff_id = $1 AND code_hash = $2 AND used_at IS NULL",
+            )
+            .bind(self.staff)
+            .bind(hash.to_vec())
+            .bind(now)
+            .execute()
+            .await?
+            == 1)
+    }
+
+    async fn set_failures(
+        &mut self,
+        failures: i64,
+        locked_until: Option<DateTime<Utc>>,
+    ) -> Result<()> {
+        self.tx
+            .query("UPDATE staff_totp SET failures = $2, locked_until = $3 WHERE staff_id = $1")
+            .bind(self.staff)
+            .bind(failures)
+            .bind(locked_until)
+            .execute()
+            .await?;
+        Ok(())
+    }
+}
+
+/// Checks a TOTP code (or a recovery code) at `now`, by the same rules as tenant users'
+/// factors (`mfa::check_code`): a TOTP code is accepted once; failures count towards a
+/// lockout. The caller commits whatever the verdict.
 pub async fn verify(
     tx: &mut PlatformTx,
     keys: &KeyService,
@@ -515,65 +573,19 @@ pub async fn verify(
     let Some(f) = factor(tx, staff).await? else {
         return Ok(Verdict::Rejected);
     };
-    if f.locked_until.is_some_and(|until| until > now) {
-        return Ok(Verdict::Locked);
-    }
-    let code = code.trim();
-    let accepted = if f.enabled_at.is_none() {
-        false
-    } else if code.len() == 6 && code.bytes().all(|b| b.is_ascii_digit()) {
-        let secret = secret(keys, &f.secret).await?;
-        let step = crate::mfa::totp(secret, "staff")?
-            .check(code, u64::try_from(now.timestamp()).unwrap_or(0));
-        match step.map(|s| i64::try_from(s).unwrap_or(i64::MAX)) {
-            // Conditional, so that of two concurrent uses of one code only one wins.
-            Some(step) if step > f.last_used_step => {
-                tx.query(
-                    "UPDATE staff_totp SET last_used_step = $2, failures = 0, locked_until = NULL
-                     WHERE staff_id = $1 AND last_used_step < $2",
-                )
-                .bind(staff)
-                .bind(step)
-                .execute()
-                .await?
-                    == 1
-            }
-            _ => false,
-        }
-    } else if code.len() <= 64 {
-        tx.query(
-            "UPDATE staff_recovery_codes SET used_at = $3
-             WHERE staff_id = $1 AND code_hash = $2 AND used_at IS NULL",
-        )
-        .bind(staff)
-        .bind(crate::mfa::code_hash(code).to_vec())
-        .bind(now)
-        .execute()
-        .await?
-            == 1
-    } else {
-        false
+    let state = crate::mfa::FactorState {
+        enabled: f.enabled_at.is_some(),
+        last_used_step: f.last_used_step,
+        failures: f.failures,
+        locked_until: f.locked_until,
     };
-    if accepted {
-        tx.query("UPDATE staff_totp SET failures = 0, locked_until = NULL WHERE staff_id = $1")
-            .bind(staff)
-            .execute()
-            .await?;
-        return Ok(Verdict::Accepted);
-    }
-    let failures = f.failures + 1;
-    let locked_until = (failures >= MAX_FAILURES).then(|| now + LOCKOUT);
-    tx.query("UPDATE staff_totp SET failures = $2, locked_until = $3 WHERE staff_id = $1")
-        .bind(staff)
-        .bind(if locked_until.is_some() { 0 } else { failures })
-        .bind(locked_until)
-        .execute()
-        .await?;
-    Ok(if locked_until.is_some() {
-        Verdict::Locked
-    } else {
-        Verdict::Rejected
-    })
+    let mut store = StaffFactor {
+        tx,
+        keys,
+        staff,
+        wrapped: f.secret,
+    };
+    crate::mfa::check_code(&mut store, &state, code, now).await
 }
 
 // --- sessions -------------------------------------------------------------------------
