@@ -7,42 +7,12 @@
 
 mod support;
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use support::{Backend, Reply, Server, Site, TenantFixture};
+use support::{Backend, Reply, Server, Site, TenantFixture, outbox_count, token_from_outbox};
 
 const WINDOW_SECS: u64 = 2;
-
-fn outbox_count(dir: &Path) -> usize {
-    std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0)
-}
-
-/// Waits for a sign-in link to land in the outbox and returns its token.
-fn token_from_outbox(dir: &Path, seen: usize) -> String {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let mut files: Vec<_> = std::fs::read_dir(dir)
-            .map(|d| d.filter_map(|e| e.ok()).map(|e| e.path()).collect())
-            .unwrap_or_default();
-        files.sort();
-        if files.len() > seen {
-            let raw = std::fs::read_to_string(files.last().unwrap()).unwrap();
-            let text = raw
-                .replace("=\r\n", "")
-                .replace("=\n", "")
-                .replace("=3D", "=");
-            let start = text.find("pvm_").expect("a link token in the mail");
-            return text[start..]
-                .chars()
-                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '-')
-                .collect();
-        }
-        assert!(Instant::now() < deadline, "no mail reached the outbox");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
 
 fn check_throttled(reply: &Reply) {
     reply.expect_error(429, "throttled");

@@ -230,6 +230,10 @@ pub(crate) trait FactorStore {
     async fn claim_step(&mut self, step: i64) -> Result<bool>;
     /// Uses up the recovery code with this hash; `false` if there is none unused.
     async fn use_recovery(&mut self, hash: [u8; 32], now: DateTime<Utc>) -> Result<bool>;
+    /// Enables the factor, `step` being the code that confirmed it.
+    async fn enable(&mut self, step: i64, now: DateTime<Utc>) -> Result<()>;
+    /// Replaces the recovery codes with these hashes.
+    async fn replace_recovery(&mut self, hashes: &[[u8; 32]]) -> Result<()>;
     /// Stores the failure count and lockout.
     async fn set_failures(
         &mut self,
@@ -284,6 +288,40 @@ pub(crate) async fn check_code<S: FactorStore>(
     })
 }
 
+/// Confirms a pending factor with a first code from the app: the factor is enabled and
+/// fresh recovery codes (stored hashed) are returned once.
+pub(crate) async fn confirm_code<S: FactorStore>(
+    store: &mut S,
+    state: &FactorState,
+    code: &str,
+    now: DateTime<Utc>,
+) -> Result<RecoveryCodes> {
+    if state.enabled {
+        return Err(DomainError::Conflict("second factor"));
+    }
+    let code = code.trim();
+    if code.len() != 6 || !code.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(invalid("code", "must be the 6 digits the app shows"));
+    }
+    let secret = store.secret().await?;
+    let Some(step) = totp(secret, "user")?.check(code, u64::try_from(now.timestamp()).unwrap_or(0))
+    else {
+        return Err(invalid(
+            "code",
+            "does not match; check the app's clock and try again",
+        ));
+    };
+    store
+        .enable(i64::try_from(step).unwrap_or(i64::MAX), now)
+        .await?;
+    let codes = (0..RECOVERY_CODES)
+        .map(|_| new_recovery_code())
+        .collect::<Result<Vec<_>>>()?;
+    let hashes: Vec<[u8; 32]> = codes.iter().map(|c| code_hash(c)).collect();
+    store.replace_recovery(&hashes).await?;
+    Ok(RecoveryCodes(codes))
+}
+
 /// A tenant user's factor, in the user's tenant transaction.
 struct UserFactor<'a> {
     tx: &'a mut TenantTx,
@@ -294,6 +332,39 @@ struct UserFactor<'a> {
 }
 
 impl FactorStore for UserFactor<'_> {
+    async fn enable(&mut self, step: i64, now: DateTime<Utc>) -> Result<()> {
+        self.tx
+            .query(
+                "UPDATE user_totp SET enabled_at = $3, last_used_step = $4, failures = 0
+                 WHERE tenant_id = $1 AND user_id = $2",
+            )
+            .bind(self.user)
+            .bind(now)
+            .bind(step)
+            .execute()
+            .await?;
+        Ok(())
+    }
+
+    async fn replace_recovery(&mut self, hashes: &[[u8; 32]]) -> Result<()> {
+        self.tx
+            .query("DELETE FROM recovery_codes WHERE tenant_id = $1 AND user_id = $2")
+            .bind(self.user)
+            .execute()
+            .await?;
+        for h in hashes {
+            self.tx
+                .query(
+                    "INSERT INTO recovery_codes (tenant_id, user_id, code_hash) VALUES ($1, $2, $3)",
+                )
+                .bind(self.user)
+                .bind(&h[..])
+                .execute()
+                .await?;
+        }
+        Ok(())
+    }
+
     async fn secret(&mut self) -> Result<Vec<u8>> {
         let key = self.keys.data_key(self.tx, self.data_key_id).await?;
         Ok(key.open(&binding(self.tx, self.user), &self.sealed)?)
@@ -348,6 +419,29 @@ impl FactorStore for UserFactor<'_> {
     }
 }
 
+fn user_factor<'a>(
+    tx: &'a mut TenantTx,
+    keys: &'a KeyService,
+    user: UserId,
+    f: FactorRow,
+) -> (FactorState, UserFactor<'a>) {
+    (
+        FactorState {
+            enabled: f.enabled_at.is_some(),
+            last_used_step: f.last_used_step,
+            failures: f.failures,
+            locked_until: f.locked_until,
+        },
+        UserFactor {
+            tx,
+            keys,
+            user,
+            data_key_id: f.data_key_id,
+            sealed: f.secret,
+        },
+    )
+}
+
 /// Checks a TOTP code (or a recovery code) for `user` at `now` ([`check_code`]'s rules).
 pub async fn verify(
     tx: &mut TenantTx,
@@ -359,19 +453,7 @@ pub async fn verify(
     let Some(f) = factor(tx, user).await? else {
         return Ok(Verdict::Rejected);
     };
-    let state = FactorState {
-        enabled: f.enabled_at.is_some(),
-        last_used_step: f.last_used_step,
-        failures: f.failures,
-        locked_until: f.locked_until,
-    };
-    let mut store = UserFactor {
-        tx,
-        keys,
-        user,
-        data_key_id: f.data_key_id,
-        sealed: f.secret,
-    };
+    let (state, mut store) = user_factor(tx, keys, user, f);
     check_code(&mut store, &state, code, now).await
 }
 
@@ -401,46 +483,8 @@ pub async fn confirm_enrollment(
     let Some(f) = factor(tx, user).await? else {
         return Err(DomainError::NotFound("pending second factor"));
     };
-    if f.enabled_at.is_some() {
-        return Err(DomainError::Conflict("second factor"));
-    }
-    let code = code.trim();
-    if code.len() != 6 || !code.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(invalid("code", "must be the 6 digits the app shows"));
-    }
-    let key = keys.data_key(tx, f.data_key_id).await?;
-    let secret = key.open(&binding(tx, user), &f.secret)?;
-    let Some(step) = totp(secret, "user")?.check(code, u64::try_from(now.timestamp()).unwrap_or(0))
-    else {
-        return Err(invalid(
-            "code",
-            "does not match; check the app's clock and try again",
-        ));
-    };
-    tx.query(
-        "UPDATE user_totp SET enabled_at = $3, last_used_step = $4, failures = 0
-         WHERE tenant_id = $1 AND user_id = $2",
-    )
-    .bind(user)
-    .bind(now)
-    .bind(i64::try_from(step).unwrap_or(i64::MAX))
-    .execute()
-    .await?;
-    tx.query("DELETE FROM recovery_codes WHERE tenant_id = $1 AND user_id = $2")
-        .bind(user)
-        .execute()
-        .await?;
-    let mut codes = Vec::with_capacity(RECOVERY_CODES);
-    for _ in 0..RECOVERY_CODES {
-        let code = new_recovery_code()?;
-        tx.query("INSERT INTO recovery_codes (tenant_id, user_id, code_hash) VALUES ($1, $2, $3)")
-            .bind(user)
-            .bind(&code_hash(&code)[..])
-            .execute()
-            .await?;
-        codes.push(code);
-    }
-    Ok(RecoveryCodes(codes))
+    let (state, mut store) = user_factor(tx, keys, user, f);
+    confirm_code(&mut store, &state, code, now).await
 }
 
 /// A fresh recovery code in clear (`xxxxxx-xxxxxx`; shared with the staff realm).

@@ -448,7 +448,7 @@ pub async fn begin_enrollment(
 }
 
 /// Confirms enrollment with a first code: the factor is enabled and fresh recovery
-/// codes (stored hashed) are returned once.
+/// codes (stored hashed) are returned once (the same rules as tenant users').
 pub async fn confirm_enrollment(
     tx: &mut PlatformTx,
     keys: &KeyService,
@@ -459,46 +459,8 @@ pub async fn confirm_enrollment(
     let Some(f) = factor(tx, staff).await? else {
         return Err(DomainError::NotFound("pending second factor"));
     };
-    if f.enabled_at.is_some() {
-        return Err(DomainError::Conflict("second factor"));
-    }
-    let code = code.trim();
-    if code.len() != 6 || !code.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(invalid("code", "must be the 6 digits the app shows"));
-    }
-    let secret = secret(keys, &f.secret).await?;
-    let Some(step) =
-        crate::mfa::totp(secret, "staff")?.check(code, u64::try_from(now.timestamp()).unwrap_or(0))
-    else {
-        return Err(invalid(
-            "code",
-            "does not match; check the app's clock and try again",
-        ));
-    };
-    tx.query(
-        "UPDATE staff_totp SET enabled_at = $2, last_used_step = $3, failures = 0
-         WHERE staff_id = $1",
-    )
-    .bind(staff)
-    .bind(now)
-    .bind(i64::try_from(step).unwrap_or(i64::MAX))
-    .execute()
-    .await?;
-    tx.query("DELETE FROM staff_recovery_codes WHERE staff_id = $1")
-        .bind(staff)
-        .execute()
-        .await?;
-    let mut codes = Vec::with_capacity(crate::mfa::RECOVERY_CODES);
-    for _ in 0..crate::mfa::RECOVERY_CODES {
-        let code = crate::mfa::new_recovery_code()?;
-        tx.query("INSERT INTO staff_recovery_codes (staff_id, code_hash) VALUES ($1, $2)")
-            .bind(staff)
-            .bind(crate::mfa::code_hash(&code).to_vec())
-            .execute()
-            .await?;
-        codes.push(code);
-    }
-    Ok(RecoveryCodes(codes))
+    let (state, mut store) = staff_factor(tx, keys, staff, f);
+    crate::mfa::confirm_code(&mut store, &state, code, now).await
 }
 
 /// A staff member's factor, in a platform transaction.
@@ -510,6 +472,37 @@ struct StaffFactor<'a> {
 }
 
 impl crate::mfa::FactorStore for StaffFactor<'_> {
+    async fn enable(&mut self, step: i64, now: DateTime<Utc>) -> Result<()> {
+        self.tx
+            .query(
+                "UPDATE staff_totp SET enabled_at = $2, last_used_step = $3, failures = 0
+                 WHERE staff_id = $1",
+            )
+            .bind(self.staff)
+            .bind(now)
+            .bind(step)
+            .execute()
+            .await?;
+        Ok(())
+    }
+
+    async fn replace_recovery(&mut self, hashes: &[[u8; 32]]) -> Result<()> {
+        self.tx
+            .query("DELETE FROM staff_recovery_codes WHERE staff_id = $1")
+            .bind(self.staff)
+            .execute()
+            .await?;
+        for h in hashes {
+            self.tx
+                .query("INSERT INTO staff_recovery_codes (staff_id, code_hash) VALUES ($1, $2)")
+                .bind(self.staff)
+                .bind(h.to_vec())
+                .execute()
+                .await?;
+        }
+        Ok(())
+    }
+
     async fn secret(&mut self) -> Result<Vec<u8>> {
         secret(self.keys, &self.wrapped).await
     }
@@ -560,6 +553,28 @@ impl crate::mfa::FactorStore for StaffFactor<'_> {
     }
 }
 
+fn staff_factor<'a>(
+    tx: &'a mut PlatformTx,
+    keys: &'a KeyService,
+    staff: Uuid,
+    f: FactorRow,
+) -> (crate::mfa::FactorState, StaffFactor<'a>) {
+    (
+        crate::mfa::FactorState {
+            enabled: f.enabled_at.is_some(),
+            last_used_step: f.last_used_step,
+            failures: f.failures,
+            locked_until: f.locked_until,
+        },
+        StaffFactor {
+            tx,
+            keys,
+            staff,
+            wrapped: f.secret,
+        },
+    )
+}
+
 /// Checks a TOTP code (or a recovery code) at `now`, by the same rules as tenant users'
 /// factors (`mfa::check_code`): a TOTP code is accepted once; failures count towards a
 /// lockout. The caller commits whatever the verdict.
@@ -573,18 +588,7 @@ pub async fn verify(
     let Some(f) = factor(tx, staff).await? else {
         return Ok(Verdict::Rejected);
     };
-    let state = crate::mfa::FactorState {
-        enabled: f.enabled_at.is_some(),
-        last_used_step: f.last_used_step,
-        failures: f.failures,
-        locked_until: f.locked_until,
-    };
-    let mut store = StaffFactor {
-        tx,
-        keys,
-        staff,
-        wrapped: f.secret,
-    };
+    let (state, mut store) = staff_factor(tx, keys, staff, f);
     crate::mfa::check_code(&mut store, &state, code, now).await
 }
 

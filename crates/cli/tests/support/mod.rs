@@ -772,3 +772,34 @@ pub fn write_file(dir: &Path, name: &str, text: &str) -> PathBuf {
     f.write_all(text.as_bytes()).expect("write file");
     path
 }
+
+/// How many mails the development outbox holds.
+pub fn outbox_count(dir: &Path) -> usize {
+    std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0)
+}
+
+/// Waits for a sign-in link beyond the first `seen` mails to land in the outbox and
+/// returns its token (the body may be quoted-printable).
+pub fn token_from_outbox(dir: &Path, seen: usize) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut files: Vec<_> = std::fs::read_dir(dir)
+            .map(|d| d.filter_map(|e| e.ok()).map(|e| e.path()).collect())
+            .unwrap_or_default();
+        files.sort();
+        if files.len() > seen {
+            let raw = std::fs::read_to_string(files.last().unwrap()).unwrap();
+            let text = raw
+                .replace("=\r\n", "")
+                .replace("=\n", "")
+                .replace("=3D", "=");
+            let start = text.find("pvm_").expect("a link token in the mail");
+            return text[start..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '-')
+                .collect();
+        }
+        assert!(Instant::now() < deadline, "no mail reached the outbox");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
