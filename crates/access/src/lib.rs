@@ -7,6 +7,7 @@
 //! tenant-bound transaction), and its fields are private to this crate, so a handler
 //! cannot conjure one for a tenant it was not authorized for.
 
+pub mod break_glass;
 mod permissions;
 pub mod session_token;
 pub mod staff;
@@ -203,6 +204,13 @@ pub enum Actor {
     User(UserId),
     /// An operator at the command line on the server host, acting for the tenant.
     Operator,
+    /// A staff member reading under an approved break-glass grant.
+    BreakGlass {
+        /// The staff member.
+        staff: uuid::Uuid,
+        /// The grant.
+        grant: uuid::Uuid,
+    },
 }
 
 /// The right to work inside one tenant, limited to some practices.

@@ -75,6 +75,8 @@ catalogue!(
     RetentionObjectDeleted => "retention.object.deleted": "Retention deleted an object and its data key.",
     BreakglassRequested => "breakglass.requested": "Staff asked for emergency PHI access.",
     BreakglassApproved => "breakglass.approved": "Emergency PHI access was approved.",
+    BreakglassDenied => "breakglass.denied": "A request for emergency PHI access was denied.",
+    BreakglassRevoked => "breakglass.revoked": "Emergency PHI access was ended before its time.",
     GateChanged => "gate.changed": "A readiness gate or PHI mode changed state.",
     AccessDenied => "access.denied": "A request was refused: tenant mismatch or missing permission.",
     StaffRead => "staff.read": "Staff read platform metadata.",

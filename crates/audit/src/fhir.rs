@@ -56,6 +56,8 @@ pub fn event_type(action: Action) -> (&'static str, &'static str) {
         | Action::KeysShredded
         | Action::BreakglassRequested
         | Action::BreakglassApproved
+        | Action::BreakglassDenied
+        | Action::BreakglassRevoked
         | Action::AccessDenied => SECURITY_ALERT,
         Action::TranscriptionStarted
         | Action::TranscriptionCompleted
@@ -94,6 +96,8 @@ pub fn action_code(action: Action) -> &'static str {
         | Action::KeysUnsealed
         | Action::BreakglassRequested
         | Action::BreakglassApproved
+        | Action::BreakglassDenied
+        | Action::BreakglassRevoked
         | Action::AccessDenied => "E",
     }
 }

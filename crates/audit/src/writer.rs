@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use chrono::Utc;
-use phivault_store::{Db, TenantTx, TxMode};
+use phivault_store::{Db, PlatformTx, TenantTx, TxMode};
 use tokio::sync::{Notify, mpsc, oneshot};
 
 use crate::checkpoint::CheckpointSigner;
@@ -171,6 +171,21 @@ impl Auditor {
         let chained = result?;
         let seq = chained.last().map(|c| c.event.sequence).unwrap_or(0);
         self.shared.count(ChainId::Tenant(tx.tenant()), seq, seq);
+        Ok(seq)
+    }
+
+    /// Appends `event` to the platform chain inside `tx`; it commits with the transaction.
+    /// The event's tenant is cleared: the platform chain holds platform events only.
+    pub async fn append_platform_in(&self, tx: &mut PlatformTx, event: AuditEvent) -> Result<u64> {
+        let event = AuditEvent {
+            tenant: None,
+            ..event
+        };
+        let result = ledger::append_platform(tx, vec![event]).await;
+        self.note(&result);
+        let chained = result?;
+        let seq = chained.last().map(|c| c.event.sequence).unwrap_or(0);
+        self.shared.count(ChainId::Platform, seq, seq);
         Ok(seq)
     }
 

@@ -34,6 +34,7 @@ mod phi;
 mod sealed;
 mod validate;
 
+pub mod break_glass;
 pub mod encounters;
 pub mod magic_links;
 pub mod mfa;

@@ -107,6 +107,7 @@ pub(crate) struct RequestAudit {
     source: Source,
     request_id: String,
     mark: Option<AuditMark>,
+    note: Option<String>,
 }
 
 impl RequestAudit {
@@ -121,7 +122,15 @@ impl RequestAudit {
                 .map(|r| r.0.clone())
                 .unwrap_or_default(),
             mark: parts.extensions.get::<AuditMark>().cloned(),
+            note: None,
         }
+    }
+
+    /// Sets the reason every event of this request carries (the break-glass grant a
+    /// staff member reads under).
+    pub(crate) fn noting(mut self, note: String) -> Self {
+        self.note = Some(note);
+        self
     }
 
     /// Marks the request as touching PHI: it must write an event before it answers.
@@ -153,7 +162,7 @@ impl RequestAudit {
             },
             fields: fields.iter().map(|f| f.to_string()).collect(),
             outcome: Outcome::Success,
-            reason: None,
+            reason: self.note.clone(),
             request_id: self.request_id.clone(),
             before: None,
             after: None,

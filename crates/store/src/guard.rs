@@ -8,7 +8,8 @@ use crate::StoreError;
 
 /// Tables that hold no tenant data and may be queried outside a tenant scope: the tenant
 /// registry, the platform's own audit chain (identifiers only), wrapped platform
-/// secrets and the staff realm (platform operators, who belong to no tenant).
+/// secrets and the staff realm (platform operators, who belong to no tenant, and their
+/// break-glass grants).
 pub(crate) const PLATFORM_TABLES: &[&str] = &[
     "tenants",
     "platform_audit_events",
@@ -21,6 +22,7 @@ pub(crate) const PLATFORM_TABLES: &[&str] = &[
     "staff_recovery_codes",
     "staff_sessions",
     "staff_challenges",
+    "break_glass_grants",
 ];
 
 /// Accepts a statement only if `$1` is its tenant filter (`... WHERE ... tenant_id = $1`)

@@ -44,6 +44,7 @@ pub const APP_GRANTS: &[(&str, &str)] = &[
     ("staff_recovery_codes", "SELECT, INSERT, UPDATE, DELETE"),
     ("staff_sessions", "SELECT, INSERT, UPDATE"),
     ("staff_challenges", "SELECT, INSERT, UPDATE"),
+    ("break_glass_grants", "SELECT, INSERT, UPDATE"),
 ];
 
 /// What phivault found out about a PostgreSQL role.

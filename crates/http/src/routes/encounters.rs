@@ -61,10 +61,10 @@ pub(crate) struct EncounterPath {
     encounter_id: Uuid,
 }
 
-/// Filters and paging for the encounter list.
 /// The PHI fields an encounter answer carries, as audit events name them.
-const ENCOUNTER_FIELDS: &[&str] = &["reason", "started_at", "patient_id"];
+pub(crate) const ENCOUNTER_FIELDS: &[&str] = &["reason", "started_at", "patient_id"];
 
+/// Filters and paging for the encounter list.
 #[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct EncounterQuery {

@@ -1,6 +1,7 @@
 //! Routes. Tenant routes live under `/api/v1/tenants/{tenant_id}/`.
 
 mod audit;
+mod break_glass;
 mod encounters;
 mod health;
 mod magic_link;
@@ -34,6 +35,7 @@ pub(crate) fn module_docs() -> Vec<utoipa::openapi::OpenApi> {
         sessions::api(),
         mfa::api(),
         staff::api(),
+        break_glass::api(),
     ]
 }
 
@@ -71,6 +73,7 @@ pub(crate) fn router() -> Router<AppState> {
         .merge(sessions::router())
         .merge(mfa::router())
         .merge(staff::router())
+        .merge(break_glass::router())
         .fallback(|| async { ApiError::not_found("route") })
 }
 

@@ -110,7 +110,7 @@ pub(crate) struct PatientQuery {
 }
 
 /// The PHI fields a patient answer carries, as audit events name them.
-const PATIENT_FIELDS: &[&str] = &[
+pub(crate) const PATIENT_FIELDS: &[&str] = &[
     "mrn",
     "given_name",
     "family_name",

@@ -57,7 +57,7 @@ pub(crate) fn api() -> utoipa::openapi::OpenApi {
     <ModuleApi as utoipa::OpenApi>::openapi()
 }
 
-fn staff_actor(id: Uuid, role: StaffRole) -> Actor {
+pub(crate) fn staff_actor(id: Uuid, role: StaffRole) -> Actor {
     Actor {
         kind: ActorKind::Staff,
         id: id.to_string(),
@@ -123,7 +123,7 @@ impl FromRequestParts<AppState> for StaffAuth {
     }
 }
 
-fn not_sealed(st: &AppState) -> Result<(), ApiError> {
+pub(crate) fn not_sealed(st: &AppState) -> Result<(), ApiError> {
     if st.keys.status() == phivault_crypto::keys::KeyStatus::Sealed {
         return Err(crate::error::sealed());
     }
