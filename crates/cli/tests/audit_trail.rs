@@ -146,7 +146,8 @@ fn walk(f: &Fixture) -> BTreeMap<(&'static str, &'static str), (String, Option<V
     }
     // Staff routes need a staff sign-in (password and TOTP); their events (auth.login,
     // auth.failed, auth.logout, auth.mfa.enrolled, staff.read, all on the platform chain)
-    // are checked in staff.rs, not part of this walk.
+    // are checked in staff.rs, and break-glass (its grant lifecycle on both chains, its
+    // reads in the tenant's chain) in break_glass.rs, not part of this walk.
     for (method, template) in [
         ("post", "/api/v1/staff/auth/login"),
         ("post", "/api/v1/staff/auth/mfa/enroll"),
@@ -156,6 +157,21 @@ fn walk(f: &Fixture) -> BTreeMap<(&'static str, &'static str), (String, Option<V
         ("get", "/api/v1/staff/tenants"),
         ("get", "/api/v1/staff/tenants/{tenant_id}"),
         ("get", "/api/v1/staff/staff"),
+        ("get", "/api/v1/staff/break-glass"),
+        ("post", "/api/v1/staff/break-glass"),
+        ("get", "/api/v1/staff/break-glass/{grant_id}"),
+        ("post", "/api/v1/staff/break-glass/{grant_id}/approve"),
+        ("post", "/api/v1/staff/break-glass/{grant_id}/deny"),
+        ("post", "/api/v1/staff/break-glass/{grant_id}/revoke"),
+        ("get", "/api/v1/staff/break-glass/{grant_id}/encounters"),
+        (
+            "get",
+            "/api/v1/staff/break-glass/{grant_id}/encounters/{encounter_id}",
+        ),
+        (
+            "get",
+            "/api/v1/staff/break-glass/{grant_id}/patients/{patient_id}",
+        ),
     ] {
         add(method, template, String::new(), None, Audited::No);
     }

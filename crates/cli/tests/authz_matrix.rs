@@ -139,6 +139,43 @@ fn rules() -> BTreeMap<(&'static str, &'static str), Rule> {
             Rule::Staff,
         ),
         ("get", "/api/v1/staff/staff".into(), Rule::Staff),
+        ("get", "/api/v1/staff/break-glass".into(), Rule::Staff),
+        ("post", "/api/v1/staff/break-glass".into(), Rule::Staff),
+        (
+            "get",
+            "/api/v1/staff/break-glass/{grant_id}".into(),
+            Rule::Staff,
+        ),
+        (
+            "post",
+            "/api/v1/staff/break-glass/{grant_id}/approve".into(),
+            Rule::Staff,
+        ),
+        (
+            "post",
+            "/api/v1/staff/break-glass/{grant_id}/deny".into(),
+            Rule::Staff,
+        ),
+        (
+            "post",
+            "/api/v1/staff/break-glass/{grant_id}/revoke".into(),
+            Rule::Staff,
+        ),
+        (
+            "get",
+            "/api/v1/staff/break-glass/{grant_id}/encounters".into(),
+            Rule::Staff,
+        ),
+        (
+            "get",
+            "/api/v1/staff/break-glass/{grant_id}/encounters/{encounter_id}".into(),
+            Rule::Staff,
+        ),
+        (
+            "get",
+            "/api/v1/staff/break-glass/{grant_id}/patients/{patient_id}".into(),
+            Rule::Staff,
+        ),
         (
             "get",
             format!("{t}/settings/mfa"),
@@ -417,7 +454,8 @@ async fn request_for(
     let path = template
         .replace("{tenant_id}", &w.a.id)
         .replace("{patient_id}", &side.patient)
-        .replace("{encounter_id}", &side.encounter);
+        .replace("{encounter_id}", &side.encounter)
+        .replace("{grant_id}", &uuid::Uuid::new_v4().to_string());
     let rest = template.rsplit("{tenant_id}/").next().unwrap_or("");
     let body = match (method, rest) {
         ("post", "practices") => Some(json!({"name": format!("Matrix Practice {}", unique())})),

@@ -803,3 +803,84 @@ pub fn token_from_outbox(dir: &Path, seen: usize) -> String {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// Creates staff members (`email`, `role`) at the command line with `password` and signs
+/// each in: password, TOTP enrollment, then a code of the next 30-second step (the
+/// enrollment's code is used up), one shared wait for all. Returns their access tokens,
+/// in order.
+pub async fn staff_tokens(
+    site: &Site,
+    server: &Server,
+    members: &[(&str, &str)],
+    password: &str,
+) -> Vec<String> {
+    let mut pending = Vec::new();
+    for (email, role) in members {
+        let out = site
+            .command(&[
+                "staff",
+                "create",
+                "--email",
+                email,
+                "--name",
+                "Synthetic Staff",
+                "--role",
+                role,
+            ])
+            .env("PHIVAULT_STAFF_PASSWORD", password)
+            .output()
+            .expect("run phivault");
+        assert!(out.status.success(), "staff create {email} failed");
+        let c = server
+            .post_json(
+                "/api/v1/staff/auth/login",
+                None,
+                &json!({"email": email, "password": password}),
+            )
+            .await
+            .expect(200)
+            .json();
+        let challenge = c["challenge"].as_str().unwrap().to_string();
+        let e = server
+            .post_json(
+                "/api/v1/staff/auth/mfa/enroll",
+                None,
+                &json!({"challenge": challenge}),
+            )
+            .await
+            .expect(200)
+            .json();
+        let uri = e["otpauth_uri"].as_str().unwrap().to_string();
+        let code = phivault_domain::mfa::code_for_uri(&uri, chrono::Utc::now()).unwrap();
+        server
+            .post_json(
+                "/api/v1/staff/auth/mfa/enroll/confirm",
+                None,
+                &json!({"challenge": challenge, "code": code}),
+            )
+            .await
+            .expect(200);
+        pending.push((challenge, uri));
+    }
+    let now = chrono::Utc::now().timestamp();
+    let wait = 30 - now % 30;
+    tokio::time::sleep(Duration::from_millis(wait as u64 * 1000 + 200)).await;
+    let mut tokens = Vec::new();
+    for (challenge, uri) in pending {
+        let code = phivault_domain::mfa::code_for_uri(&uri, chrono::Utc::now()).unwrap();
+        let r = server
+            .post_json(
+                "/api/v1/staff/auth/mfa/verify",
+                None,
+                &json!({"challenge": challenge, "code": code}),
+            )
+            .await;
+        tokens.push(
+            r.expect(201).json()["access_token"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
+    }
+    tokens
+}
