@@ -8,6 +8,7 @@
 //! cannot conjure one for a tenant it was not authorized for.
 
 pub mod break_glass;
+pub mod e2e;
 mod permissions;
 pub mod session_token;
 pub mod staff;
@@ -204,6 +205,8 @@ pub enum Actor {
     User(UserId),
     /// An operator at the command line on the server host, acting for the tenant.
     Operator,
+    /// A guest device, inside the end-to-end sessions it joined.
+    Device(uuid::Uuid),
     /// A staff member reading under an approved break-glass grant.
     BreakGlass {
         /// The staff member.

@@ -41,7 +41,10 @@ pub fn event_type(action: Action) -> (&'static str, &'static str) {
         | Action::AuthMfaEnrolled
         | Action::AuthFailed
         | Action::AuthLinkSent => USER_AUTHENTICATION,
-        Action::E2eInviteConsumed => USER_AUTHENTICATION,
+        Action::E2eInviteConsumed | Action::DeviceRegistered => USER_AUTHENTICATION,
+        Action::E2eUtteranceStored | Action::E2eUtteranceRead | Action::E2eSessionEnded => {
+            PATIENT_RECORD
+        }
         Action::PhiRead
         | Action::PhiCreate
         | Action::PhiUpdate
@@ -77,15 +80,24 @@ pub fn action_code(action: Action) -> &'static str {
         | Action::AuthMfaEnrolled
         | Action::RecordingCreated
         | Action::NoteGenerated
-        | Action::E2eSessionCreated => "C",
-        Action::PhiRead | Action::PhiExport | Action::NarrativeCopied | Action::StaffRead => "R",
+        | Action::E2eSessionCreated
+        | Action::E2eUtteranceStored
+        | Action::DeviceRegistered => "C",
+        Action::PhiRead
+        | Action::PhiExport
+        | Action::NarrativeCopied
+        | Action::StaffRead
+        | Action::E2eUtteranceRead => "R",
         Action::PhiUpdate
         | Action::NoteApproved
         | Action::AdminUserChanged
         | Action::AdminReferenceUpdated
         | Action::KeysRotated
         | Action::GateChanged => "U",
-        Action::PhiDelete | Action::KeysShredded | Action::RetentionObjectDeleted => "D",
+        Action::PhiDelete
+        | Action::KeysShredded
+        | Action::RetentionObjectDeleted
+        | Action::E2eSessionEnded => "D",
         Action::AuthLogin
         | Action::AuthLogout
         | Action::AuthFailed

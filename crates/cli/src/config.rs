@@ -43,6 +43,8 @@ pub struct Config {
     pub mail: MailSection,
     /// Throttling of the authentication endpoints.
     pub throttle: ThrottleSection,
+    /// End-to-end sessions and guest devices.
+    pub e2e: E2eSection,
 }
 
 impl Default for Config {
@@ -63,6 +65,27 @@ impl Default for Config {
             public_url: None,
             mail: MailSection::default(),
             throttle: ThrottleSection::default(),
+            e2e: E2eSection::default(),
+        }
+    }
+}
+
+/// `[e2e]`: end-to-end sessions and guest devices.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct E2eSection {
+    /// Sessions a guest device may join in its lifetime (1 to 1000000).
+    pub device_trial_sessions: i64,
+    /// How often the retention sweeper deletes utterances past their tenant's window,
+    /// seconds (10 to 86400).
+    pub sweep_interval_secs: u64,
+}
+
+impl Default for E2eSection {
+    fn default() -> Self {
+        E2eSection {
+            device_trial_sessions: 20,
+            sweep_interval_secs: 300,
         }
     }
 }
@@ -351,6 +374,12 @@ impl Config {
         }
         if let Some(v) = get("PHIVAULT_THROTTLE_WINDOW_SECS") {
             self.throttle.window_secs = parse("PHIVAULT_THROTTLE_WINDOW_SECS", &v)?;
+        }
+        if let Some(v) = get("PHIVAULT_E2E_DEVICE_TRIAL_SESSIONS") {
+            self.e2e.device_trial_sessions = parse("PHIVAULT_E2E_DEVICE_TRIAL_SESSIONS", &v)?;
+        }
+        if let Some(v) = get("PHIVAULT_E2E_SWEEP_INTERVAL_SECS") {
+            self.e2e.sweep_interval_secs = parse("PHIVAULT_E2E_SWEEP_INTERVAL_SECS", &v)?;
         }
         if let Some(v) = get("PHIVAULT_THROTTLE_PER_IP") {
             self.throttle.per_ip = parse("PHIVAULT_THROTTLE_PER_IP", &v)?;
@@ -670,6 +699,25 @@ impl Config {
             per_account: t.per_account,
             bearer_failures_per_ip: t.bearer_failures_per_ip,
         })
+    }
+
+    /// The end-to-end settings, checked.
+    pub fn e2e(&self) -> Result<(phivault_http::E2eSettings, Duration)> {
+        let e = &self.e2e;
+        if !(1..=1_000_000).contains(&e.device_trial_sessions) {
+            bail!(
+                "e2e.device_trial_sessions (PHIVAULT_E2E_DEVICE_TRIAL_SESSIONS) must be 1 to 1000000"
+            );
+        }
+        if !(10..=86_400).contains(&e.sweep_interval_secs) {
+            bail!("e2e.sweep_interval_secs (PHIVAULT_E2E_SWEEP_INTERVAL_SECS) must be 10 to 86400");
+        }
+        Ok((
+            phivault_http::E2eSettings {
+                device_trial_sessions: e.device_trial_sessions,
+            },
+            Duration::from_secs(e.sweep_interval_secs),
+        ))
     }
 
     /// The request timeout.

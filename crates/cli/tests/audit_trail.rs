@@ -175,6 +175,42 @@ fn walk(f: &Fixture) -> BTreeMap<(&'static str, &'static str), (String, Option<V
     ] {
         add(method, template, String::new(), None, Audited::No);
     }
+    // End-to-end sessions carry ciphertext only; their events (e2e.session.created,
+    // e2e.invite.consumed, e2e.utterance.stored/read, e2e.session.ended,
+    // device.registered) need a session, a device and an invite, and are checked in
+    // e2e.rs, not part of this walk.
+    for (method, template) in [
+        ("post", "/api/v1/devices/challenge"),
+        ("post", "/api/v1/devices/register"),
+        ("post", "/api/v1/e2e/join"),
+        ("post", "/api/v1/tenants/{tenant_id}/e2e/sessions"),
+        (
+            "get",
+            "/api/v1/tenants/{tenant_id}/e2e/sessions/{session_id}",
+        ),
+        (
+            "post",
+            "/api/v1/tenants/{tenant_id}/e2e/sessions/{session_id}/invites",
+        ),
+        (
+            "post",
+            "/api/v1/tenants/{tenant_id}/e2e/sessions/{session_id}/end",
+        ),
+        (
+            "get",
+            "/api/v1/tenants/{tenant_id}/e2e/sessions/{session_id}/utterances",
+        ),
+        (
+            "post",
+            "/api/v1/tenants/{tenant_id}/e2e/sessions/{session_id}/utterances",
+        ),
+        (
+            "get",
+            "/api/v1/tenants/{tenant_id}/e2e/sessions/{session_id}/stream",
+        ),
+    ] {
+        add(method, template, String::new(), None, Audited::No);
+    }
     add(
         "get",
         "/api/v1/tenants/{tenant_id}/settings/sessions",

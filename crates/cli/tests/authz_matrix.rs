@@ -249,7 +249,55 @@ fn rules() -> BTreeMap<(&'static str, &'static str), Rule> {
             in_practice("encounter:read"),
         ),
         ("get", format!("{t}/audit"), tenant("audit:view")),
+        (
+            "post",
+            format!("{t}/e2e/sessions"),
+            tenant("dictation:create"),
+        ),
     ];
+    // A session's routes answer its participants only (its owner, a device that
+    // joined); anyone else gets 404 as for a session that does not exist. e2e.rs walks
+    // them with the owner, a joined device, another user, another tenant, another
+    // device and no token.
+    let participants = [
+        ("get", format!("{t}/e2e/sessions/{{session_id}}")),
+        ("post", format!("{t}/e2e/sessions/{{session_id}}/invites")),
+        ("post", format!("{t}/e2e/sessions/{{session_id}}/end")),
+        ("get", format!("{t}/e2e/sessions/{{session_id}}/utterances")),
+        (
+            "post",
+            format!("{t}/e2e/sessions/{{session_id}}/utterances"),
+        ),
+        ("get", format!("{t}/e2e/sessions/{{session_id}}/stream")),
+    ]
+    .into_iter()
+    .map(|(m, p)| {
+        (
+            m,
+            p,
+            Rule::NotWalked("session participants only; covered by e2e.rs"),
+        )
+    });
+    // Guest devices have no account: registration is public and proved by a signature,
+    // and the join takes a device token; e2e.rs covers both.
+    let devices = [
+        ("post", "/api/v1/devices/challenge"),
+        ("post", "/api/v1/devices/register"),
+        ("post", "/api/v1/e2e/join"),
+    ]
+    .into_iter()
+    .map(|(m, p)| {
+        (
+            m,
+            p.to_string(),
+            Rule::NotWalked("guest devices; covered by e2e.rs"),
+        )
+    });
+    let entries: Vec<_> = entries
+        .into_iter()
+        .chain(participants)
+        .chain(devices)
+        .collect();
     entries
         .into_iter()
         .map(|(m, p, r)| ((m, &*Box::leak(p.into_boxed_str())), r))
@@ -475,6 +523,9 @@ async fn request_for(
             "1976-06-06",
         )),
         ("post", "encounters") => Some(json!({"patient_id": side.patient, "reason": "matrix"})),
+        ("post", "e2e/sessions") => {
+            Some(json!({"mode": "two_device", "key_fingerprint": "ab".repeat(32)}))
+        }
         // Put back what is there.
         ("put", setting) if setting.starts_with("settings/") => Some(
             w.server

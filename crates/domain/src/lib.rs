@@ -35,6 +35,8 @@ mod sealed;
 mod validate;
 
 pub mod break_glass;
+pub mod devices;
+pub mod e2e;
 pub mod encounters;
 pub mod magic_links;
 pub mod mfa;
@@ -64,6 +66,8 @@ pub enum PracticeScope {
     /// access). Checked in SQL against current grants, so a revoked grant takes effect on
     /// the next query.
     User(UserId),
+    /// No practice at all (a guest device, which reaches only the sessions it joined).
+    Nothing,
 }
 
 impl PracticeScope {
@@ -72,6 +76,8 @@ impl PracticeScope {
         match self {
             PracticeScope::All => None,
             PracticeScope::User(u) => Some(u.as_uuid()),
+            // No user has the nil id, so the scoped SQL matches no practice.
+            PracticeScope::Nothing => Some(uuid::Uuid::nil()),
         }
     }
 }

@@ -28,6 +28,16 @@ pub(crate) fn hash(text: &str) -> [u8; 32] {
 
 /// Parses `text` as a secret with `prefix`; `None` for anything else.
 pub(crate) fn parse(prefix: &str, text: &str) -> Option<Parsed> {
+    let (owner, hash) = parse_owned(prefix, text)?;
+    Some(Parsed {
+        tenant: TenantId::from_uuid(owner),
+        hash,
+    })
+}
+
+/// Parses `text` as a secret with `prefix` whose id part names something other than a
+/// tenant (a guest device): the id and the hash of the whole text.
+pub(crate) fn parse_owned(prefix: &str, text: &str) -> Option<(Uuid, [u8; 32])> {
     let rest = text.strip_prefix(prefix)?;
     let (tenant_hex, secret) = rest.split_once('_')?;
     if tenant_hex.len() != 32
@@ -42,22 +52,20 @@ pub(crate) fn parse(prefix: &str, text: &str) -> Option<Parsed> {
     if URL_SAFE_NO_PAD.decode(secret).ok()?.len() != 32 {
         return None;
     }
-    Some(Parsed {
-        tenant: TenantId::from_uuid(tenant),
-        hash: hash(text),
-    })
+    Some((tenant, hash(text)))
 }
 
 /// A fresh secret with `prefix` for `tenant`, and its hash.
 pub(crate) fn generate(prefix: &str, tenant: TenantId) -> Result<(String, [u8; 32])> {
+    generate_owned(prefix, tenant.as_uuid())
+}
+
+/// A fresh secret with `prefix` for `owner` (a tenant or a guest device), and its hash.
+pub(crate) fn generate_owned(prefix: &str, owner: Uuid) -> Result<(String, [u8; 32])> {
     let mut raw = [0u8; 32];
     getrandom::fill(&mut raw)
         .map_err(|_| invalid("token", "the system random number generator failed"))?;
-    let text = format!(
-        "{prefix}{}_{}",
-        tenant.as_uuid().simple(),
-        URL_SAFE_NO_PAD.encode(raw)
-    );
+    let text = format!("{prefix}{}_{}", owner.simple(), URL_SAFE_NO_PAD.encode(raw));
     let h = hash(&text);
     Ok((text, h))
 }

@@ -292,6 +292,7 @@ pub mod need {
         UserManage => false,
         AuditView => false,
         TenantManage => false,
+        DictationCreate => false,
     );
 }
 

@@ -27,7 +27,7 @@ pub mod throttle;
 
 pub use error::ApiError;
 pub use server::{ServeOptions, TlsFiles, TlsSetupError, load_tls_config, serve};
-pub use state::{AppState, HttpConfig, MagicLinkSettings, Unsealer};
+pub use state::{AppState, E2eSettings, HttpConfig, MagicLinkSettings, Unsealer};
 pub use throttle::ThrottleConfig;
 
 use axum::Router;

@@ -54,6 +54,43 @@ impl Default for MagicLinkSettings {
     }
 }
 
+/// Settings of end-to-end sessions and guest devices.
+#[derive(Clone, Debug)]
+pub struct E2eSettings {
+    /// Sessions a guest device may join in its lifetime.
+    pub device_trial_sessions: i64,
+}
+
+impl Default for E2eSettings {
+    fn default() -> Self {
+        E2eSettings {
+            device_trial_sessions: 20,
+        }
+    }
+}
+
+/// Wakes the live streams of a session when an utterance is stored or the session ends
+/// (in this process; streams also poll, for utterances stored by another process).
+#[derive(Clone)]
+pub(crate) struct E2eHub(tokio::sync::broadcast::Sender<uuid::Uuid>);
+
+impl E2eHub {
+    fn new() -> Self {
+        E2eHub(tokio::sync::broadcast::channel(1024).0)
+    }
+
+    /// Tells the streams of `session` to look again.
+    pub(crate) fn wake(&self, session: uuid::Uuid) {
+        // No receiver is not an error: nobody is streaming.
+        let _ = self.0.send(session);
+    }
+
+    /// A receiver of wake-ups.
+    pub(crate) fn subscribe(&self) -> tokio::sync::broadcast::Receiver<uuid::Uuid> {
+        self.0.subscribe()
+    }
+}
+
 /// What every handler shares, built once at start-up.
 #[derive(Clone)]
 pub struct AppState {
@@ -83,6 +120,9 @@ pub struct AppState {
     pub throttle: Arc<crate::throttle::Throttle>,
     /// Signs and verifies session access tokens.
     pub sessions: Arc<phivault_access::session_token::SessionKeys>,
+    /// End-to-end session settings.
+    pub e2e: E2eSettings,
+    pub(crate) e2e_hub: E2eHub,
     clock: Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>,
 }
 
@@ -113,8 +153,16 @@ impl AppState {
             throttle: Arc::new(crate::throttle::Throttle::new(
                 crate::throttle::ThrottleConfig::default(),
             )),
+            e2e: E2eSettings::default(),
+            e2e_hub: E2eHub::new(),
             clock: Arc::new(Utc::now),
         }
+    }
+
+    /// Sets the end-to-end session settings.
+    pub fn with_e2e(mut self, settings: E2eSettings) -> Self {
+        self.e2e = settings;
+        self
     }
 
     /// Sets how `POST /api/v1/sys/unseal` turns a passphrase into a provider.

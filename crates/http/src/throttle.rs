@@ -69,6 +69,9 @@ pub(crate) enum Endpoint {
     MfaVerify,
     MfaEnroll,
     MfaConfirm,
+    DeviceChallenge,
+    DeviceRegister,
+    E2eJoin,
 }
 
 impl Endpoint {
@@ -81,6 +84,9 @@ impl Endpoint {
             Endpoint::MfaVerify => "/api/v1/auth/mfa/verify",
             Endpoint::MfaEnroll => "/api/v1/auth/mfa/enroll",
             Endpoint::MfaConfirm => "/api/v1/auth/mfa/enroll/confirm",
+            Endpoint::DeviceChallenge => "/api/v1/devices/challenge",
+            Endpoint::DeviceRegister => "/api/v1/devices/register",
+            Endpoint::E2eJoin => "/api/v1/e2e/join",
         }
     }
 }

@@ -23,6 +23,8 @@ pub(crate) const PLATFORM_TABLES: &[&str] = &[
     "staff_sessions",
     "staff_challenges",
     "break_glass_grants",
+    "guest_devices",
+    "device_challenges",
 ];
 
 /// Accepts a statement only if `$1` is its tenant filter (`... WHERE ... tenant_id = $1`)

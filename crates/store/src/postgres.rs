@@ -45,6 +45,12 @@ pub const APP_GRANTS: &[(&str, &str)] = &[
     ("staff_sessions", "SELECT, INSERT, UPDATE"),
     ("staff_challenges", "SELECT, INSERT, UPDATE"),
     ("break_glass_grants", "SELECT, INSERT, UPDATE"),
+    ("guest_devices", "SELECT, INSERT, UPDATE"),
+    ("device_challenges", "SELECT, INSERT, UPDATE, DELETE"),
+    ("e2e_sessions", "SELECT, INSERT, UPDATE"),
+    ("e2e_participants", "SELECT, INSERT, UPDATE"),
+    ("e2e_invites", "SELECT, INSERT, UPDATE"),
+    ("e2e_utterances", "SELECT, INSERT, DELETE"),
 ];
 
 /// What phivault found out about a PostgreSQL role.

@@ -2,6 +2,7 @@
 
 mod audit;
 mod break_glass;
+mod e2e;
 mod encounters;
 mod health;
 mod magic_link;
@@ -36,6 +37,7 @@ pub(crate) fn module_docs() -> Vec<utoipa::openapi::OpenApi> {
         mfa::api(),
         staff::api(),
         break_glass::api(),
+        e2e::api(),
     ]
 }
 
@@ -74,6 +76,7 @@ pub(crate) fn router() -> Router<AppState> {
         .merge(mfa::router())
         .merge(staff::router())
         .merge(break_glass::router())
+        .merge(e2e::router())
         .fallback(|| async { ApiError::not_found("route") })
 }
 
