@@ -174,6 +174,21 @@ impl Auditor {
         Ok(seq)
     }
 
+    /// Appends `events` to the transaction's tenant chain in one write; they commit with
+    /// the transaction. Returns the last sequence number (0 for none).
+    pub async fn append_all_in(&self, tx: &mut TenantTx, events: Vec<AuditEvent>) -> Result<u64> {
+        if events.is_empty() {
+            return Ok(0);
+        }
+        let result = ledger::append_tenant(tx, events).await;
+        self.note(&result);
+        let chained = result?;
+        let first = chained.first().map(|c| c.event.sequence).unwrap_or(0);
+        let last = chained.last().map(|c| c.event.sequence).unwrap_or(0);
+        self.shared.count(ChainId::Tenant(tx.tenant()), first, last);
+        Ok(last)
+    }
+
     /// Appends `event` to the platform chain inside `tx`; it commits with the transaction.
     /// The event's tenant is cleared: the platform chain holds platform events only.
     pub async fn append_platform_in(&self, tx: &mut PlatformTx, event: AuditEvent) -> Result<u64> {

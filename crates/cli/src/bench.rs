@@ -48,6 +48,9 @@ pub enum BenchCommand {
     /// Authenticated, authorized (and audited) reads against `GET /healthz` on a
     /// server started on a fresh SQLite data directory: requests/s and p99 latency.
     Auth(crate::bench_auth::AuthArgs),
+    /// End-to-end utterance appends (authenticated, authorized, audited) on a server
+    /// started per backend: appends/s and p99 latency.
+    E2eAppend(crate::bench_e2e::E2eAppendArgs),
     /// Tenant-scoped create/read of encounters against the same operations unscoped.
     Scoping {
         /// Backends to measure.
@@ -81,6 +84,7 @@ pub async fn run(_config: Config, cmd: BenchCommand) -> Result<()> {
         BenchCommand::AuditVerify(args) => crate::bench_audit::run(args),
         BenchCommand::AuditAppend(args) => crate::bench_audit::run_append(args).await,
         BenchCommand::Auth(args) => crate::bench_auth::run(args).await,
+        BenchCommand::E2eAppend(args) => crate::bench_e2e::run(args).await,
         BenchCommand::Scoping {
             backend,
             ops,

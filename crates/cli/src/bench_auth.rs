@@ -38,7 +38,7 @@ pub struct AuthArgs {
 }
 
 /// The server under test; killed on drop, with its data directory.
-struct ServerProcess {
+pub(crate) struct ServerProcess {
     child: Child,
     data: PathBuf,
 }
@@ -51,7 +51,9 @@ impl Drop for ServerProcess {
     }
 }
 
-fn phivault(data: &Path) -> Result<Command> {
+/// This binary on data directory `data` and, when given, a PostgreSQL database, with
+/// no inherited `PHIVAULT_*` setting.
+pub(crate) fn phivault(data: &Path, database_url: Option<&str>) -> Result<Command> {
     let mut cmd = Command::new(std::env::current_exe().context("own executable")?);
     for (name, _) in std::env::vars_os() {
         if name.to_string_lossy().starts_with("PHIVAULT_") {
@@ -59,11 +61,23 @@ fn phivault(data: &Path) -> Result<Command> {
         }
     }
     cmd.arg("--data").arg(data).stdin(Stdio::null());
+    if let Some(url) = database_url {
+        cmd.arg("--database-url").arg(url);
+    }
     Ok(cmd)
 }
 
 fn cli(data: &Path, args: &[&str]) -> Result<(String, String)> {
-    let out = phivault(data)?.args(args).output()?;
+    cli_on(data, None, args)
+}
+
+/// Runs an operator command that must succeed; returns trimmed stdout and stderr.
+pub(crate) fn cli_on(
+    data: &Path,
+    database_url: Option<&str>,
+    args: &[&str],
+) -> Result<(String, String)> {
+    let out = phivault(data, database_url)?.args(args).output()?;
     let stderr = String::from_utf8_lossy(&out.stderr).to_string();
     if !out.status.success() {
         bail!("phivault {args:?} failed: {stderr}");
@@ -72,9 +86,17 @@ fn cli(data: &Path, args: &[&str]) -> Result<(String, String)> {
 }
 
 fn start_server(data: &Path) -> Result<(ServerProcess, String)> {
+    start_server_on(data, None)
+}
+
+/// Starts `phivault serve` on loopback; returns the process guard and its URL.
+pub(crate) fn start_server_on(
+    data: &Path,
+    database_url: Option<&str>,
+) -> Result<(ServerProcess, String)> {
     use std::io::BufRead;
     let log = std::fs::File::create(data.join("server.log"))?;
-    let mut child = phivault(data)?
+    let mut child = phivault(data, database_url)?
         .args(["serve", "--listen", "127.0.0.1:0"])
         .stdout(Stdio::piped())
         .stderr(Stdio::from(log))
@@ -145,13 +167,17 @@ async fn session_token(client: &reqwest::Client, url: &str, data: &Path) -> Resu
         .context("no access token in the sign-in answer")
 }
 
-struct Outcome {
-    requests_per_sec: f64,
-    p50_ms: f64,
-    p99_ms: f64,
+/// Throughput and latency of one load run.
+pub(crate) struct Outcome {
+    /// Successful requests per second.
+    pub(crate) requests_per_sec: f64,
+    /// Median latency.
+    pub(crate) p50_ms: f64,
+    /// 99th percentile latency.
+    pub(crate) p99_ms: f64,
 }
 
-/// Closed-loop load: `connections` tasks, each one request at a time.
+/// Closed-loop load of `GET url`: `connections` tasks, each one request at a time.
 async fn load(
     client: &reqwest::Client,
     url: &str,
@@ -159,26 +185,52 @@ async fn load(
     connections: usize,
     duration: Duration,
 ) -> Result<Outcome> {
+    let url = url.to_string();
+    let token = token.map(str::to_string);
+    load_with(client, connections, duration, move |client, _, _| {
+        let mut request = client.get(&url);
+        if let Some(t) = &token {
+            request = request.bearer_auth(t);
+        }
+        request
+    })
+    .await
+}
+
+/// Closed-loop load: `connections` tasks, each sending `make(client, connection, n)` for
+/// its n-th request (from 0) when the previous answer arrived; any answer but 2xx fails
+/// the run.
+pub(crate) async fn load_with<F>(
+    client: &reqwest::Client,
+    connections: usize,
+    duration: Duration,
+    make: F,
+) -> Result<Outcome>
+where
+    F: Fn(&reqwest::Client, usize, u64) -> reqwest::RequestBuilder + Send + Sync + 'static,
+{
     let started = Instant::now();
     let deadline = started + duration;
+    let make = Arc::new(make);
     let mut tasks = Vec::new();
-    for _ in 0..connections {
+    for connection in 0..connections {
         let client = client.clone();
-        let url = url.to_string();
-        let token = token.map(str::to_string);
+        let make = make.clone();
         tasks.push(tokio::spawn(async move {
             let mut latencies: Vec<u32> = Vec::new();
+            let mut n = 0u64;
             while Instant::now() < deadline {
-                let mut request = client.get(&url);
-                if let Some(t) = &token {
-                    request = request.bearer_auth(t);
-                }
+                let request = make(&client, connection, n);
+                n += 1;
                 let sent = Instant::now();
                 let response = request.send().await?;
                 let status = response.status();
-                response.bytes().await?;
+                let body = response.bytes().await?;
                 if !status.is_success() {
-                    bail!("{url} answered {status}");
+                    bail!(
+                        "the server answered {status}: {}",
+                        String::from_utf8_lossy(&body)
+                    );
                 }
                 latencies.push(sent.elapsed().as_micros().min(u32::MAX as u128) as u32);
             }

@@ -6,9 +6,11 @@ mod audit;
 mod bench;
 mod bench_audit;
 mod bench_auth;
+mod bench_e2e;
 mod bench_stream;
 mod config;
 mod devcert;
+mod e2e;
 mod keys;
 mod migrate;
 mod oplog;
@@ -123,6 +125,10 @@ enum Command {
     /// Measure performance; figures go in BENCHMARKS.md.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Take part in end-to-end encrypted sessions: keys stay on this machine, the server
+    /// stores ciphertext only.
+    #[command(subcommand)]
+    E2e(e2e::E2eCommand),
 }
 
 fn main() -> ExitCode {
@@ -171,6 +177,7 @@ fn main() -> ExitCode {
             }
             Command::Audit(c) => audit::run(config, c).await,
             Command::Bench(c) => bench::run(config, c).await,
+            Command::E2e(c) => e2e::run(c).await,
         }
     });
     match result {

@@ -335,6 +335,9 @@ pub fn invite_tenant(token: &str) -> Option<crate::TenantId> {
     secret_token::parse(INVITE_PREFIX, token).map(|p| p.tenant)
 }
 
+/// `id, session_id, expires_at, used_at` of an invite.
+type InviteRow = (Uuid, Uuid, DateTime<Utc>, Option<DateTime<Utc>>);
+
 /// Uses the invite `token` for `device`: the session and the device's participant, and
 /// whether the participant is new (a device that joined before keeps its sender id).
 pub async fn consume_invite(
@@ -349,7 +352,7 @@ pub async fn consume_invite(
     if parsed.tenant != tx.tenant() {
         return Ok(Err(Refusal::InviteUnknown));
     }
-    let row: Option<(Uuid, Uuid, DateTime<Utc>, Option<DateTime<Utc>>)> = tx
+    let row: Option<InviteRow> = tx
         .query(
             "SELECT id, session_id, expires_at, used_at FROM e2e_invites
              WHERE tenant_id = $1 AND token_hash = $2",

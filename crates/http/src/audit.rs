@@ -185,6 +185,14 @@ impl RequestAudit {
         Ok(())
     }
 
+    /// Records that this request's events were committed by a writer that owns the
+    /// transaction (the end-to-end append group commit).
+    pub(crate) fn committed_elsewhere(&self) {
+        if let Some(m) = &self.mark {
+            m.set_audited();
+        }
+    }
+
     /// Writes `event` inside `tx`, to commit with the change it records.
     pub(crate) async fn append_in(
         &self,

@@ -39,7 +39,13 @@ pub(crate) fn apply(router: Router, config: &HttpConfig) -> Router {
             ApiError::internal().into_response()
         }));
     for (name, value) in security_headers() {
-        router = router.layer(SetResponseHeaderLayer::overriding(name, value));
+        // A response that brings its own policy keeps it: the browser join page needs
+        // one that lets its own script and style load. Every other header is forced.
+        router = if name == header::CONTENT_SECURITY_POLICY {
+            router.layer(SetResponseHeaderLayer::if_not_present(name, value))
+        } else {
+            router.layer(SetResponseHeaderLayer::overriding(name, value))
+        };
     }
     if config.hsts {
         router = router.layer(SetResponseHeaderLayer::overriding(

@@ -16,6 +16,7 @@
 //! route template, the status and the request id.
 
 pub mod audit;
+mod e2e_writer;
 mod error;
 mod extract;
 mod layers;

@@ -123,6 +123,7 @@ pub struct AppState {
     /// End-to-end session settings.
     pub e2e: E2eSettings,
     pub(crate) e2e_hub: E2eHub,
+    pub(crate) e2e_writer: crate::e2e_writer::E2eWriter,
     clock: Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>,
 }
 
@@ -135,6 +136,7 @@ impl AppState {
         auditor: Auditor,
         http: HttpConfig,
     ) -> Self {
+        let e2e_writer = crate::e2e_writer::E2eWriter::start(db.clone(), auditor.clone());
         AppState {
             sessions: Arc::new(phivault_access::session_token::SessionKeys::new(
                 db.clone(),
@@ -155,6 +157,7 @@ impl AppState {
             )),
             e2e: E2eSettings::default(),
             e2e_hub: E2eHub::new(),
+            e2e_writer,
             clock: Arc::new(Utc::now),
         }
     }

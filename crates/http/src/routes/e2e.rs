@@ -749,20 +749,26 @@ pub(crate) async fn append_utterance(
     };
     let session = p.access.session();
     e2e::check_shape(session, &u).map_err(refused)?;
-    let sender = p.access.participant().id;
-    let mut tx = p.access.scope().begin(&st.db, TxMode::Write).await?;
-    let stored = e2e::append(&mut tx, session, sender, u, st.now())
-        .await?
-        .map_err(refused)?;
     let event = p.audit.event(
         &st,
         Action::E2eUtteranceStored,
         "e2e_utterance",
-        stored.id,
+        "",
         &["ciphertext"],
     );
-    p.audit.append_in(&st, &mut tx, event).await?;
-    tx.commit().await?;
+    let stored = st
+        .e2e_writer
+        .append(crate::e2e_writer::AppendJob {
+            scope: p.access.scope().clone(),
+            session: session.clone(),
+            sender: p.access.participant().id,
+            utterance: u,
+            event,
+            now: st.now(),
+        })
+        .await?
+        .map_err(refused)?;
+    p.audit.committed_elsewhere();
     st.e2e_hub.wake(session.id);
     Ok((
         StatusCode::CREATED,

@@ -14,6 +14,7 @@ mod sessions;
 mod staff;
 mod sys;
 mod users;
+mod web;
 
 use axum::Router;
 use axum::routing::get;
@@ -77,6 +78,7 @@ pub(crate) fn router() -> Router<AppState> {
         .merge(staff::router())
         .merge(break_glass::router())
         .merge(e2e::router())
+        .merge(web::router())
         .fallback(|| async { ApiError::not_found("route") })
 }
 
