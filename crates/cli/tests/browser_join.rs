@@ -4,7 +4,9 @@
 //! A ciphertext flipped in the database is then shown as a refusal, never as text, when
 //! the same browser (the same device, its key kept in IndexedDB) rejoins with a second
 //! invite and carries on its own sequence; a live utterance arrives through the stream;
-//! a used link and a bare `/join` get explained refusals. Afterwards neither the server's
+//! a used link and a bare `/join` get explained refusals; in a second session a stored
+//! nonce, sequence and sender are each changed, and both clients refuse exactly those
+//! utterances. Afterwards neither the server's
 //! log nor any file of its data directory holds the key, an invite token or a plaintext.
 //!
 //! Needs chromedriver at `PHIVAULT_TEST_CHROMEDRIVER` (scripts/test starts one); fails
@@ -32,6 +34,14 @@ const REPLY: &str = "Synthetic reply: the headache eased after resting";
 const LATER_REPLY: &str = "Synthetic reply: rejoined from the same synthetic browser";
 const LIVE: &str = "Synthetic follow-up: rest and fluids";
 const REFUSAL_MARKER: &str = "could not be verified";
+/// Utterances of the tamper session: the first stays intact, each other one has one
+/// stored field changed.
+const TAMPERED: [&str; 4] = [
+    "Synthetic tamper check: intact",
+    "Synthetic tamper check: nonce changed",
+    "Synthetic tamper check: sequence changed",
+    "Synthetic tamper check: sender changed",
+];
 const WAIT: Duration = Duration::from_secs(30);
 
 /// Everything the browser part needs from the setup.
@@ -186,6 +196,111 @@ async fn flip_ciphertext(db: &Path, session: Uuid, position: i64) {
     assert_eq!(done.rows_affected(), 1);
 }
 
+/// Changes one stored field of an utterance behind the server's back: `nonce` (a bit
+/// flipped), `sequence` (moved far ahead) or `sender` (another id) — each part of what
+/// the tag authenticates, directly or as associated data.
+async fn tamper(db: &Path, session: Uuid, position: i64, field: &str) {
+    let mut conn = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(db)
+        .busy_timeout(Duration::from_secs(10))
+        .connect()
+        .await
+        .expect("open the site's SQLite file");
+    let done = match field {
+        "nonce" => {
+            let (mut nonce,): (Vec<u8>,) = sqlx::query_as(
+                "SELECT nonce FROM e2e_utterances WHERE session_id = ?1 AND position = ?2",
+            )
+            .bind(session)
+            .bind(position)
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+            nonce[5] ^= 0x80;
+            sqlx::query("UPDATE e2e_utterances SET nonce = ?3 WHERE session_id = ?1 AND position = ?2")
+                .bind(session)
+                .bind(position)
+                .bind(nonce)
+                .execute(&mut conn)
+                .await
+        }
+        "sequence" => {
+            sqlx::query(
+                "UPDATE e2e_utterances SET sequence = sequence + 40 WHERE session_id = ?1 AND position = ?2",
+            )
+            .bind(session)
+            .bind(position)
+            .execute(&mut conn)
+            .await
+        }
+        _ => {
+            sqlx::query("UPDATE e2e_utterances SET sender = ?3 WHERE session_id = ?1 AND position = ?2")
+                .bind(session)
+                .bind(position)
+                .bind(Uuid::new_v4())
+                .execute(&mut conn)
+                .await
+        }
+    };
+    assert_eq!(
+        done.expect("change the stored utterance").rows_affected(),
+        1
+    );
+}
+
+/// A second session whose stored nonce, sequence and sender are each changed in one
+/// utterance: the Rust client and the page both refuse exactly those three.
+async fn tampered_fields(scene: &Scene<'_>, browser: &fantoccini::Client) -> String {
+    let tenant = scene.session.tenant_id;
+    let (mut session, _) = scene
+        .owner
+        .start_session(tenant, Mode::TwoDevice)
+        .await
+        .expect("start the tamper session");
+    for text in TAMPERED {
+        scene.owner.send_text(&mut session, text).await.unwrap();
+    }
+    let db = scene.site.data_dir().join("phivault.db");
+    for (position, field) in [(2, "nonce"), (3, "sequence"), (4, "sender")] {
+        tamper(&db, session.session_id, position, field).await;
+    }
+    let read = scene.owner.read_all(&session).await.unwrap();
+    assert_eq!(read.len(), 4);
+    assert_eq!(read[0].text.as_deref().unwrap(), TAMPERED[0]);
+    for (i, u) in read.iter().enumerate().skip(1) {
+        assert!(
+            u.text.is_err(),
+            "the Rust client opened a tampered {}",
+            ["", "nonce", "sequence", "sender"][i]
+        );
+    }
+    let other = Scene {
+        server: scene.server,
+        site: scene.site,
+        owner: scene.owner.clone(),
+        session: session.clone(),
+    };
+    let link = invite_url(&other).await;
+    browser
+        .goto(&link)
+        .await
+        .expect("open the tamper session's link");
+    let view = until(browser, "the tamper session", |v| {
+        v["status"] == "ready" && v["items"].as_array().is_some_and(|i| i.len() == 4)
+    })
+    .await;
+    assert_eq!(item(&view, 1)["state"], "ok", "{view:#}");
+    assert_eq!(item(&view, 1)["text"], TAMPERED[0]);
+    for position in 2..=4 {
+        assert_eq!(item(&view, position)["state"], "refused", "{view:#}");
+    }
+    let body = view["body"].as_str().unwrap();
+    for text in &TAMPERED[1..] {
+        assert!(!body.contains(text), "the page shows a tampered utterance");
+    }
+    link
+}
+
 /// Drives the page; returns the invite links it opened.
 async fn in_browser(scene: &Scene<'_>, browser: &fantoccini::Client) -> Vec<String> {
     let owner_id = scene.session.participant_id;
@@ -323,7 +438,8 @@ async fn in_browser(scene: &Scene<'_>, browser: &fantoccini::Client) -> Vec<Stri
             .unwrap_or_default()
             .contains("No invite")
     );
-    vec![first_link, link]
+    let third = tampered_fields(scene, browser).await;
+    vec![first_link, link, third]
 }
 
 fn files_under(dir: &Path, out: &mut Vec<PathBuf>) {
@@ -449,7 +565,16 @@ async fn browser_join_sqlite() {
         ("live utterance", LIVE.into()),
         ("first invite token", tokens[0].clone().into_bytes()),
         ("second invite token", tokens[1].clone().into_bytes()),
+        ("third invite token", tokens[2].clone().into_bytes()),
     ];
+    let needles: Vec<(&str, Vec<u8>)> = needles
+        .into_iter()
+        .chain(
+            TAMPERED
+                .iter()
+                .map(|t| ("tamper-session utterance", t.as_bytes().to_vec())),
+        )
+        .collect();
     for (name, bytes) in &haystacks {
         for (what, needle) in &needles {
             assert!(!contains(bytes, needle), "{name} holds the {what}");
