@@ -227,6 +227,20 @@ fn walk(f: &Fixture) -> BTreeMap<(&'static str, &'static str), (String, Option<V
     );
     add(
         "get",
+        "/api/v1/tenants/{tenant_id}/settings/e2e",
+        t("settings/e2e"),
+        None,
+        Audited::No,
+    );
+    add(
+        "put",
+        "/api/v1/tenants/{tenant_id}/settings/e2e",
+        t("settings/e2e"),
+        Some(json!({"e2e_retention_hours": 24})),
+        Audited::Admin,
+    );
+    add(
+        "get",
         "/api/v1/tenants/{tenant_id}/settings/mfa",
         t("settings/mfa"),
         None,

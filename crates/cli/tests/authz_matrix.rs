@@ -254,6 +254,12 @@ fn rules() -> BTreeMap<(&'static str, &'static str), Rule> {
             format!("{t}/e2e/sessions"),
             tenant("dictation:create"),
         ),
+        (
+            "get",
+            format!("{t}/settings/e2e"),
+            tenant("admin:view_users"),
+        ),
+        ("put", format!("{t}/settings/e2e"), tenant("tenant:manage")),
     ];
     // A session's routes answer its participants only (its owner, a device that
     // joined); anyone else gets 404 as for a session that does not exist. e2e.rs walks

@@ -470,6 +470,36 @@ async fn e2e_server(backend: Backend) {
     let reinstalled = register(&server, &key).await;
     assert_eq!(reinstalled["trial"]["sessions_joined"], 3);
 
+    // The tenant's retention window: read by its users, set under tenant:manage.
+    let settings = a.path("settings/e2e");
+    let current = server
+        .get(&settings, Some(&a.owner_token))
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(current["e2e_retention_hours"], 24);
+    let put = |hours: i64| {
+        let r = server
+            .request(reqwest::Method::PUT, &settings)
+            .bearer_auth(&a.owner_token)
+            .json(&json!({ "e2e_retention_hours": hours }));
+        server.send(r)
+    };
+    put(0).await.expect_error(422, "invalid_field");
+    put(8761).await.expect_error(422, "invalid_field");
+    put(48).await.expect(200);
+    let current = server
+        .get(&settings, Some(&a.owner_token))
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(current["e2e_retention_hours"], 48);
+    let r = server
+        .request(reqwest::Method::PUT, &settings)
+        .bearer_auth(&other_token)
+        .json(&json!({ "e2e_retention_hours": 1 }));
+    server.send(r).await.expect_error(403, "forbidden");
+
     // The trail: identifiers only, never the bytes the devices sent.
     let out = site.cli(&["audit", "export", "--format", "jsonl"]);
     assert!(!out.contains(&b64(&[0xA5u8; 40])));

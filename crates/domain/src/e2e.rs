@@ -606,6 +606,30 @@ pub async fn retention_hours(tx: &mut TenantTx) -> Result<i64> {
     Ok(row.map(|(h,)| h).unwrap_or(DEFAULT_RETENTION_HOURS))
 }
 
+/// Sets the tenant's retention window for utterances (1 to 8760 hours).
+pub async fn set_retention_hours(tx: &mut TenantTx, hours: i64, now: DateTime<Utc>) -> Result<()> {
+    if !(1..=8760).contains(&hours) {
+        return Err(invalid(
+            "e2e_retention_hours",
+            "must be between 1 and 8760 hours",
+        ));
+    }
+    let defaults = crate::sessions::SessionPolicy::default();
+    tx.query(
+        "INSERT INTO tenant_settings (tenant_id, session_idle_secs, session_absolute_secs, e2e_retention_hours, updated_at)
+         VALUES ($1, $2, $3, $4, $5)
+         ON CONFLICT (tenant_id) DO UPDATE SET e2e_retention_hours = excluded.e2e_retention_hours,
+             updated_at = excluded.updated_at",
+    )
+    .bind(defaults.idle.num_seconds())
+    .bind(defaults.absolute.num_seconds())
+    .bind(hours)
+    .bind(now)
+    .execute()
+    .await?;
+    Ok(())
+}
+
 /// Deletes the utterances older than the tenant's retention window; returns the count
 /// deleted per session.
 pub async fn sweep(tx: &mut TenantTx, now: DateTime<Utc>) -> Result<Vec<(Uuid, u64)>> {

@@ -45,6 +45,10 @@ pub(crate) fn router() -> axum::Router<AppState> {
             get(list_utterances).post(append_utterance),
         )
         .route(&format!("{s}/{{session_id}}/stream"), get(stream))
+        .route(
+            "/api/v1/tenants/{tenant_id}/settings/e2e",
+            get(get_settings).put(put_settings),
+        )
 }
 
 #[derive(utoipa::OpenApi)]
@@ -58,7 +62,9 @@ pub(crate) fn router() -> axum::Router<AppState> {
     end_session,
     append_utterance,
     list_utterances,
-    stream
+    stream,
+    get_settings,
+    put_settings
 ))]
 struct ModuleApi;
 
@@ -979,4 +985,61 @@ impl Tail {
             }
         }
     }
+}
+
+// --- the tenant's settings ------------------------------------------------------------
+
+/// The tenant's end-to-end settings.
+#[derive(Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct E2eSettingsView {
+    /// Utterances older than this are deleted by the retention sweeper, 1 to 8760 hours
+    /// (default 24).
+    e2e_retention_hours: i64,
+}
+
+/// The tenant's end-to-end settings.
+#[utoipa::path(get, path = "/api/v1/tenants/{tenant_id}/settings/e2e", tag = "e2e",
+    params(("tenant_id" = Uuid, Path)),
+    responses((status = 200, body = E2eSettingsView), (status = 403, body = crate::error::ErrorBody)),
+    security(("bearer" = [])))]
+pub(crate) async fn get_settings(
+    State(st): State<AppState>,
+    s: Scoped<need::UserRead>,
+) -> Result<Json<E2eSettingsView>, ApiError> {
+    let mut tx = s.scope.begin(&st.db, TxMode::Read).await?;
+    let hours = e2e::retention_hours(&mut tx).await?;
+    tx.commit().await?;
+    Ok(Json(E2eSettingsView {
+        e2e_retention_hours: hours,
+    }))
+}
+
+/// Sets the tenant's retention window for utterances; audited with before and after.
+/// The next sweep applies it.
+#[utoipa::path(put, path = "/api/v1/tenants/{tenant_id}/settings/e2e", tag = "e2e",
+    params(("tenant_id" = Uuid, Path)), request_body = E2eSettingsView,
+    responses((status = 200, body = E2eSettingsView), (status = 403, body = crate::error::ErrorBody),
+              (status = 422, body = crate::error::ErrorBody)),
+    security(("bearer" = [])))]
+pub(crate) async fn put_settings(
+    State(st): State<AppState>,
+    s: Scoped<need::TenantManage>,
+    ApiJson(body): ApiJson<E2eSettingsView>,
+) -> Result<Json<E2eSettingsView>, ApiError> {
+    let mut tx = s.scope.begin(&st.db, TxMode::Write).await?;
+    let before = e2e::retention_hours(&mut tx).await?;
+    e2e::set_retention_hours(&mut tx, body.e2e_retention_hours, st.now()).await?;
+    let mut event = s.audit.event(
+        &st,
+        Action::AdminReferenceUpdated,
+        "e2e_retention",
+        s.scope.tenant(),
+        &["e2e_retention_hours"],
+    );
+    event.before = Some(serde_json::json!({ "e2e_retention_hours": before }));
+    event.after = Some(serde_json::json!({ "e2e_retention_hours": body.e2e_retention_hours }));
+    s.audit.append_in(&st, &mut tx, event).await?;
+    tx.commit().await?;
+    Ok(Json(body))
 }
