@@ -211,51 +211,58 @@ impl FromRequestParts<AppState> for Auth {
         match result {
             Ok(principal) => Ok(Auth(principal)),
             Err(phivault_access::AccessError::Unauthenticated) => {
-                // The platform chain: an unknown caller has no tenant. Neither the token
-                // nor the path is recorded; the route template names what was knocked on.
-                let route = parts
-                    .extensions
-                    .get::<MatchedPath>()
-                    .map(|p| p.as_str().to_string())
-                    .unwrap_or_default();
-                // A token that fails counts against the client address; over the
-                // limit the answer is 429 `throttled` (a missing token is not counted:
-                // it guesses nothing and costs no lookup).
-                let throttled = match token {
-                    Some(_) => {
-                        let ip = crate::audit::source_of(parts).ip.parse().ok();
-                        state.throttle.bearer_failure(ip).err()
-                    }
-                    None => None,
-                };
-                let reason = if throttled.is_some() {
-                    "throttled"
-                } else if token.is_some() {
-                    "bearer token not valid"
-                } else {
-                    "no bearer token"
-                };
-                record_refusal(
-                    state,
-                    parts,
-                    None,
-                    phivault_audit::Actor {
-                        kind: phivault_audit::ActorKind::Anonymous,
-                        id: String::new(),
-                        role: String::new(),
-                    },
-                    Action::AuthFailed,
-                    ("route", route),
-                    reason,
-                )
-                .await;
-                Err(match throttled {
-                    Some(wait) => crate::throttle::throttled(wait),
-                    None => phivault_access::AccessError::Unauthenticated.into(),
-                })
+                Err(bearer_refused(state, parts, token.is_some(), "bearer token not valid").await)
             }
             Err(e) => Err(e.into()),
         }
+    }
+}
+
+/// Records a refused bearer credential on the platform chain (an unknown caller has no
+/// tenant; neither the token nor the path is recorded, the route template names what was
+/// knocked on) and answers 401 — or 429 `throttled` once the client address has failed
+/// too often. A missing token is not counted: it guesses nothing and costs no lookup.
+pub(crate) async fn bearer_refused(
+    state: &AppState,
+    parts: &Parts,
+    presented: bool,
+    why: &str,
+) -> ApiError {
+    let route = parts
+        .extensions
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_default();
+    let throttled = if presented {
+        let ip = crate::audit::source_of(parts).ip.parse().ok();
+        state.throttle.bearer_failure(ip).err()
+    } else {
+        None
+    };
+    let reason = if throttled.is_some() {
+        "throttled"
+    } else if presented {
+        why
+    } else {
+        "no bearer token"
+    };
+    record_refusal(
+        state,
+        parts,
+        None,
+        phivault_audit::Actor {
+            kind: phivault_audit::ActorKind::Anonymous,
+            id: String::new(),
+            role: String::new(),
+        },
+        Action::AuthFailed,
+        ("route", route),
+        reason,
+    )
+    .await;
+    match throttled {
+        Some(wait) => crate::throttle::throttled(wait),
+        None => phivault_access::AccessError::Unauthenticated.into(),
     }
 }
 

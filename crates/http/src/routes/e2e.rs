@@ -7,7 +7,7 @@ use std::convert::Infallible;
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::{FromRequestParts, MatchedPath, State};
+use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -23,8 +23,8 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use crate::audit::{Origin, RequestAudit, record_refusal, unavailable};
-use crate::extract::{ApiJson, ApiPath, ApiQuery, Scoped, need};
+use crate::audit::{Origin, RequestAudit, unavailable};
+use crate::extract::{ApiJson, ApiPath, ApiQuery, Scoped, bearer_refused, need};
 use crate::throttle::{self, Endpoint};
 use crate::{ApiError, AppState};
 
@@ -294,40 +294,7 @@ impl FromRequestParts<AppState> for DeviceAuth {
         match result {
             Ok(d) => Ok(DeviceAuth(d)),
             Err(phivault_access::AccessError::Unauthenticated) => {
-                let route = parts
-                    .extensions
-                    .get::<MatchedPath>()
-                    .map(|m| m.as_str().to_string())
-                    .unwrap_or_default();
-                let throttled = match token {
-                    Some(_) => {
-                        let ip = crate::audit::source_of(parts).ip.parse().ok();
-                        st.throttle.bearer_failure(ip).err()
-                    }
-                    None => None,
-                };
-                record_refusal(
-                    st,
-                    parts,
-                    None,
-                    Actor {
-                        kind: ActorKind::Anonymous,
-                        id: String::new(),
-                        role: String::new(),
-                    },
-                    Action::AuthFailed,
-                    ("route", route),
-                    if token.is_some() {
-                        "device token not valid"
-                    } else {
-                        "no device token"
-                    },
-                )
-                .await;
-                Err(match throttled {
-                    Some(wait) => crate::throttle::throttled(wait),
-                    None => phivault_access::AccessError::Unauthenticated.into(),
-                })
+                Err(bearer_refused(st, parts, token.is_some(), "device token not valid").await)
             }
             Err(e) => Err(e.into()),
         }
