@@ -9,26 +9,10 @@ mod support;
 use chrono::Utc;
 use phivault_domain::mfa::code_for_uri;
 use serde_json::{Value, json};
-use support::{Backend, Server, Site, patient_json};
+use support::{Backend, Server, Site, create_staff, patient_json};
 
 const PASSWORD: &str = "vivid-otter-harbor-1987!";
 const CANARY: &str = "Zzstaffcanaryfamily";
-
-fn create_staff(site: &Site, email: &str, role: &str, password: &str) -> std::process::Output {
-    site.command(&[
-        "staff",
-        "create",
-        "--email",
-        email,
-        "--name",
-        "Synthetic Staff",
-        "--role",
-        role,
-    ])
-    .env("PHIVAULT_STAFF_PASSWORD", password)
-    .output()
-    .expect("run phivault")
-}
 
 async fn login(server: &Server, email: &str, password: &str) -> support::Reply {
     server

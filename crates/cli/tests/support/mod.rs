@@ -804,6 +804,23 @@ pub fn token_from_outbox(dir: &Path, seen: usize) -> String {
     }
 }
 
+/// Runs `phivault staff create` for a synthetic staff member; returns its output.
+pub fn create_staff(site: &Site, email: &str, role: &str, password: &str) -> Output {
+    site.command(&[
+        "staff",
+        "create",
+        "--email",
+        email,
+        "--name",
+        "Synthetic Staff",
+        "--role",
+        role,
+    ])
+    .env("PHIVAULT_STAFF_PASSWORD", password)
+    .output()
+    .expect("run phivault")
+}
+
 /// Creates staff members (`email`, `role`) at the command line with `password` and signs
 /// each in: password, TOTP enrollment, then a code of the next 30-second step (the
 /// enrollment's code is used up), one shared wait for all. Returns their access tokens,
@@ -816,20 +833,7 @@ pub async fn staff_tokens(
 ) -> Vec<String> {
     let mut pending = Vec::new();
     for (email, role) in members {
-        let out = site
-            .command(&[
-                "staff",
-                "create",
-                "--email",
-                email,
-                "--name",
-                "Synthetic Staff",
-                "--role",
-                role,
-            ])
-            .env("PHIVAULT_STAFF_PASSWORD", password)
-            .output()
-            .expect("run phivault");
+        let out = create_staff(site, email, role, password);
         assert!(out.status.success(), "staff create {email} failed");
         let c = server
             .post_json(
