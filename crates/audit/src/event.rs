@@ -66,6 +66,7 @@ catalogue!(
     NoteApproved => "note.approved": "A clinician approved a note.",
     NarrativeCopied => "narrative.copied": "A note's narrative was copied out for the EHR.",
     E2eSessionCreated => "e2e.session.created": "An end-to-end encrypted session was created.",
+    E2eInviteCreated => "e2e.invite.created": "An invite to an end-to-end session was issued (its token is never recorded).",
     E2eInviteConsumed => "e2e.invite.consumed": "An end-to-end session invite was used (or refused on reuse).",
     E2eUtteranceStored => "e2e.utterance.stored": "An end-to-end encrypted utterance was stored (ciphertext only).",
     E2eUtteranceRead => "e2e.utterance.read": "End-to-end encrypted utterances were read (a page, or a stream opened).",

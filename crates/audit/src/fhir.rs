@@ -41,7 +41,9 @@ pub fn event_type(action: Action) -> (&'static str, &'static str) {
         | Action::AuthMfaEnrolled
         | Action::AuthFailed
         | Action::AuthLinkSent => USER_AUTHENTICATION,
-        Action::E2eInviteConsumed | Action::DeviceRegistered => USER_AUTHENTICATION,
+        Action::E2eInviteCreated | Action::E2eInviteConsumed | Action::DeviceRegistered => {
+            USER_AUTHENTICATION
+        }
         Action::E2eUtteranceStored | Action::E2eUtteranceRead | Action::E2eSessionEnded => {
             PATIENT_RECORD
         }
@@ -82,6 +84,7 @@ pub fn action_code(action: Action) -> &'static str {
         | Action::NoteGenerated
         | Action::E2eSessionCreated
         | Action::E2eUtteranceStored
+        | Action::E2eInviteCreated
         | Action::DeviceRegistered => "C",
         Action::PhiRead
         | Action::PhiExport

@@ -514,6 +514,7 @@ async fn e2e_server(backend: Backend) {
             .count()
     };
     assert_eq!(count("e2e.utterance.stored", "success"), 4);
+    assert!(count("e2e.invite.created", "success") >= 4);
     assert!(count("e2e.invite.consumed", "success") >= 3);
     assert!(count("e2e.invite.consumed", "denied") >= 2);
     assert_eq!(count("e2e.session.ended", "success"), 1);

@@ -365,16 +365,15 @@ pub(crate) async fn join(
     let outcome = e2e::consume_invite(&mut tx, token, device.id, now).await;
     let (session, participant, new) = match outcome {
         Ok(Ok(joined)) => joined,
-        other => {
+        refused_or_failed => {
             drop(tx);
             let mut p = st.db.begin_platform(TxMode::Write).await?;
             devices::release_trial(&mut p, device.id).await?;
             p.commit().await?;
-            let r = match other {
-                Ok(Err(r)) => r,
-                Err(e) => return Err(e.into()),
-                Ok(Ok(_)) => unreachable!("handled above"),
-            };
+            let r = refused_or_failed
+                .map_err(ApiError::from)?
+                .err()
+                .unwrap_or(Refusal::InviteUnknown);
             // A refusal of a real invite goes into its tenant's chain; an unknown one
             // onto the platform chain, so a device cannot write into a tenant's trail
             // with made-up tokens.
@@ -603,7 +602,7 @@ pub(crate) async fn create_invite(
         .map_err(refused)?;
     let event = p.audit.event(
         &st,
-        Action::E2eSessionCreated,
+        Action::E2eInviteCreated,
         "e2e_invite",
         p.access.session().id,
         &["invite"],
@@ -677,10 +676,10 @@ pub(crate) struct StoredView {
     created_at: DateTime<Utc>,
 }
 
-fn decode(field: &str, text: &str, limit: usize) -> Option<Vec<u8>> {
-    // Reject oversize text before decoding it.
+/// Decodes base64url text of at most `limit` bytes; oversize text is refused before it
+/// is decoded.
+fn decode(text: &str, limit: usize) -> Option<Vec<u8>> {
     if text.len() > limit.div_ceil(3) * 4 + 4 {
-        let _ = field;
         return None;
     }
     URL_SAFE_NO_PAD.decode(text).ok()
@@ -699,8 +698,8 @@ pub(crate) async fn append_utterance(
     p: Participating,
     ApiJson(body): ApiJson<AppendUtterance>,
 ) -> Result<(StatusCode, Json<StoredView>), ApiError> {
-    let nonce = decode("nonce", &body.nonce, 64).ok_or(refused(Refusal::InvalidNonce))?;
-    let ciphertext = match decode("ciphertext", &body.ciphertext, e2e::MAX_CIPHERTEXT) {
+    let nonce = decode(&body.nonce, 64).ok_or(refused(Refusal::InvalidNonce))?;
+    let ciphertext = match decode(&body.ciphertext, e2e::MAX_CIPHERTEXT) {
         Some(c) => c,
         None if body.ciphertext.len() > e2e::MAX_CIPHERTEXT / 3 * 4 + 8 => {
             return Err(refused(Refusal::CiphertextTooLarge));
