@@ -88,7 +88,12 @@ async fn e2e_server(backend: Backend) {
         Some(&[&practice]),
     );
     let (_, other_token) = site.token(&a.id, &other_user);
-    let server = site.serve_with(&[("PHIVAULT_E2E_DEVICE_TRIAL_SESSIONS", "3")]);
+    // Device registration is throttled per address like every sign-in endpoint; this
+    // test registers a few devices from one address.
+    let server = site.serve_with(&[
+        ("PHIVAULT_E2E_DEVICE_TRIAL_SESSIONS", "3"),
+        ("PHIVAULT_THROTTLE_PER_IP", "1000"),
+    ]);
     let sessions = a.path("e2e/sessions");
 
     // Creating: the fingerprint and mode are checked.

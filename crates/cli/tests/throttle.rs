@@ -113,6 +113,22 @@ async fn per_account_limits() {
         "address in the trail: {text}"
     );
     assert_eq!(events[0]["resource_id"], "/api/v1/auth/magic-link");
+    // Staff sign-in per address, whether or not a staff member has it, in any letter case;
+    // another address is not blocked.
+    let staff_login = async |email: &str| {
+        server
+            .post_json(
+                "/api/v1/staff/auth/login",
+                None,
+                &json!({"email": email, "password": "not the password at all"}),
+            )
+            .await
+    };
+    until_throttled(2, || staff_login("ops@throttle-clinic.example.test")).await;
+    check_throttled(&staff_login("OPS@throttle-clinic.example.test").await);
+    staff_login("other-ops@throttle-clinic.example.test")
+        .await
+        .expect_error(401, "invalid_credentials");
     // After the window the address may ask again.
     tokio::time::sleep(Duration::from_millis(WINDOW_SECS * 1000 + 200)).await;
     let outbox = site.data_dir().join("outbox");
@@ -198,6 +214,27 @@ async fn per_ip_limits() {
             "/api/v1/auth/mfa/enroll/confirm",
             json!({"challenge": bogus_challenge, "code": "000000"}),
         ),
+        (
+            "/api/v1/staff/auth/login",
+            json!({"email": "ops@ip-clinic.example.test", "password": "not the password at all"}),
+        ),
+        (
+            "/api/v1/staff/auth/mfa/verify",
+            json!({"challenge": "pvs_x", "code": "000000"}),
+        ),
+        (
+            "/api/v1/staff/auth/mfa/enroll",
+            json!({"challenge": "pvs_x"}),
+        ),
+        (
+            "/api/v1/staff/auth/mfa/enroll/confirm",
+            json!({"challenge": "pvs_x", "code": "000000"}),
+        ),
+        ("/api/v1/devices/challenge", json!({"public_key": "AAAA"})),
+        (
+            "/api/v1/devices/register",
+            json!({"public_key": "AAAA", "challenge": "x", "signature": "AAAA"}),
+        ),
     ];
     for (path, body) in &posts {
         until_throttled(3, || server.post_json(path, None, body)).await;
@@ -253,6 +290,12 @@ async fn per_ip_limits() {
         "/api/v1/auth/mfa/verify",
         "/api/v1/auth/mfa/enroll\"",
         "/api/v1/auth/mfa/enroll/confirm",
+        "/api/v1/staff/auth/login",
+        "/api/v1/staff/auth/mfa/verify",
+        "/api/v1/staff/auth/mfa/enroll\"",
+        "/api/v1/staff/auth/mfa/enroll/confirm",
+        "/api/v1/devices/challenge",
+        "/api/v1/devices/register",
         "/api/v1/tenants/{tenant_id}/me",
     ] {
         assert!(

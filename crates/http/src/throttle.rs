@@ -72,6 +72,10 @@ pub(crate) enum Endpoint {
     DeviceChallenge,
     DeviceRegister,
     E2eJoin,
+    StaffLogin,
+    StaffMfaVerify,
+    StaffMfaEnroll,
+    StaffMfaConfirm,
 }
 
 impl Endpoint {
@@ -87,6 +91,10 @@ impl Endpoint {
             Endpoint::DeviceChallenge => "/api/v1/devices/challenge",
             Endpoint::DeviceRegister => "/api/v1/devices/register",
             Endpoint::E2eJoin => "/api/v1/e2e/join",
+            Endpoint::StaffLogin => "/api/v1/staff/auth/login",
+            Endpoint::StaffMfaVerify => "/api/v1/staff/auth/mfa/verify",
+            Endpoint::StaffMfaEnroll => "/api/v1/staff/auth/mfa/enroll",
+            Endpoint::StaffMfaConfirm => "/api/v1/staff/auth/mfa/enroll/confirm",
         }
     }
 }
@@ -237,6 +245,24 @@ pub(crate) async fn per_ip(
     match st.throttle.ip_check(endpoint, peer(origin)) {
         Ok(()) => Ok(()),
         Err(wait) => Err(refuse(st, origin, None, anonymous(), endpoint, wait).await),
+    }
+}
+
+/// Counts a staff sign-in against the address it names (case-folded), whether or not a
+/// staff member has it; over the limit, records the refusal on the platform chain and
+/// answers 429. The address itself is not recorded.
+pub(crate) async fn per_staff_account(
+    st: &AppState,
+    origin: &Origin,
+    email: &str,
+) -> Result<(), ApiError> {
+    let email = email.trim().to_ascii_lowercase();
+    match st
+        .throttle
+        .account_check(Endpoint::StaffLogin, &[b"staff", email.as_bytes()])
+    {
+        Ok(()) => Ok(()),
+        Err(wait) => Err(refuse(st, origin, None, anonymous(), Endpoint::StaffLogin, wait).await),
     }
 }
 

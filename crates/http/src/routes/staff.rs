@@ -21,6 +21,7 @@ use uuid::Uuid;
 
 use crate::audit::{Origin, record_refusal, unavailable};
 use crate::extract::{ApiJson, ApiPath};
+use crate::throttle::{self, Endpoint};
 use crate::{ApiError, AppState};
 
 const CHALLENGE_PREFIX: &str = "pvs_";
@@ -174,6 +175,8 @@ pub(crate) async fn login(
     origin: Origin,
     ApiJson(body): ApiJson<Login>,
 ) -> Result<Response, ApiError> {
+    throttle::per_ip(&st, &origin, Endpoint::StaffLogin).await?;
+    throttle::per_staff_account(&st, &origin, &body.email).await?;
     not_sealed(&st)?;
     let mut tx = st.db.begin_platform(TxMode::Read).await?;
     let found = if body.email.len() <= 320 {
@@ -277,8 +280,10 @@ pub(crate) struct EnrollmentView {
               (status = 409, body = crate::error::ErrorBody)))]
 pub(crate) async fn enroll(
     State(st): State<AppState>,
+    origin: Origin,
     ApiJson(body): ApiJson<EnrollRequest>,
 ) -> Result<Json<EnrollmentView>, ApiError> {
+    throttle::per_ip(&st, &origin, Endpoint::StaffMfaEnroll).await?;
     let (mut tx, c) = open(&st, &body.challenge).await?;
     let m = member(&mut tx, c.staff).await?;
     let e = staff::begin_enrollment(&mut tx, &st.keys, c.staff, &m.email, st.now()).await?;
@@ -321,6 +326,7 @@ pub(crate) async fn confirm(
     origin: Origin,
     ApiJson(body): ApiJson<Answer>,
 ) -> Result<Json<Enrolled>, ApiError> {
+    throttle::per_ip(&st, &origin, Endpoint::StaffMfaConfirm).await?;
     let (mut tx, c) = open(&st, &body.challenge).await?;
     let m = member(&mut tx, c.staff).await?;
     let codes = staff::confirm_enrollment(&mut tx, &st.keys, c.staff, &body.code, st.now()).await?;
@@ -363,6 +369,7 @@ pub(crate) async fn verify(
     origin: Origin,
     ApiJson(body): ApiJson<Answer>,
 ) -> Result<Response, ApiError> {
+    throttle::per_ip(&st, &origin, Endpoint::StaffMfaVerify).await?;
     let (mut tx, c) = open(&st, &body.challenge).await?;
     let m = member(&mut tx, c.staff).await?;
     if !staff::is_enrolled(&mut tx, c.staff).await? {
