@@ -28,7 +28,7 @@ pub(crate) struct RequestId(pub String);
 pub(crate) struct KeepBody;
 
 pub(crate) fn apply(router: Router, config: &HttpConfig) -> Router {
-    let mut router = router
+    let router = router
         .layer(DefaultBodyLimit::max(config.body_limit))
         .layer(RequestBodyLimitLayer::new(config.body_limit))
         .layer(TimeoutLayer::with_status_code(
@@ -38,6 +38,12 @@ pub(crate) fn apply(router: Router, config: &HttpConfig) -> Router {
         .layer(CatchPanicLayer::custom(|_| {
             ApiError::internal().into_response()
         }));
+    let mut router = router
+        .layer(middleware::from_fn(crate::audit::guard))
+        .layer(middleware::from_fn(render_errors))
+        .layer(middleware::from_fn(request_id_and_log));
+    // Outermost, so that every answer carries them, including those the layers above
+    // write themselves (a rendered error, the audit guard's `audit_missing`).
     for (name, value) in security_headers() {
         // A response that brings its own policy keeps it: the browser join page needs
         // one that lets its own script and style load. Every other header is forced.
@@ -54,9 +60,6 @@ pub(crate) fn apply(router: Router, config: &HttpConfig) -> Router {
         ));
     }
     router
-        .layer(middleware::from_fn(crate::audit::guard))
-        .layer(middleware::from_fn(render_errors))
-        .layer(middleware::from_fn(request_id_and_log))
 }
 
 fn security_headers() -> Vec<(HeaderName, HeaderValue)> {
