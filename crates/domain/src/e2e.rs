@@ -435,7 +435,7 @@ pub struct Utterance {
 }
 
 /// Checks an utterance's shape against `session`, without touching storage.
-pub fn check_shape(session: &Session, u: &NewUtterance) -> std::result::Result<(), Refusal> {
+fn check_shape(session: &Session, u: &NewUtterance) -> std::result::Result<(), Refusal> {
     if u.algorithm != ALGORITHM {
         return Err(Refusal::UnsupportedAlgorithm);
     }

@@ -676,13 +676,9 @@ pub(crate) struct StoredView {
     created_at: DateTime<Utc>,
 }
 
-/// Decodes base64url text of at most `limit` bytes; oversize text is refused before it
-/// is decoded.
-fn decode(text: &str, limit: usize) -> Option<Vec<u8>> {
-    if text.len() > limit.div_ceil(3) * 4 + 4 {
-        return None;
-    }
-    URL_SAFE_NO_PAD.decode(text).ok()
+/// The longest base64url text (no padding) of at most `bytes` bytes.
+const fn encoded_len(bytes: usize) -> usize {
+    bytes.div_ceil(3) * 4
 }
 
 /// Stores one utterance of the caller after checking its shape and order; never
@@ -698,20 +694,21 @@ pub(crate) async fn append_utterance(
     p: Participating,
     ApiJson(body): ApiJson<AppendUtterance>,
 ) -> Result<(StatusCode, Json<StoredView>), ApiError> {
-    let nonce = decode(&body.nonce, 64).ok_or(refused(Refusal::InvalidNonce))?;
-    let ciphertext = match decode(&body.ciphertext, e2e::MAX_CIPHERTEXT) {
-        Some(c) => c,
-        None if body.ciphertext.len() > e2e::MAX_CIPHERTEXT / 3 * 4 + 8 => {
-            return Err(refused(Refusal::CiphertextTooLarge));
-        }
-        None => {
-            return Err(ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid_ciphertext",
-                "the ciphertext must be base64url without padding",
-            ));
-        }
-    };
+    // Oversize text is refused before it is decoded.
+    let nonce = Some(&body.nonce)
+        .filter(|n| n.len() <= encoded_len(e2e::NONCE_LEN))
+        .and_then(|n| URL_SAFE_NO_PAD.decode(n).ok())
+        .ok_or(refused(Refusal::InvalidNonce))?;
+    if body.ciphertext.len() > encoded_len(e2e::MAX_CIPHERTEXT) {
+        return Err(refused(Refusal::CiphertextTooLarge));
+    }
+    let ciphertext = URL_SAFE_NO_PAD.decode(&body.ciphertext).map_err(|_| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_ciphertext",
+            "the ciphertext must be base64url without padding",
+        )
+    })?;
     let u = NewUtterance {
         sequence: body.sequence,
         nonce,
@@ -719,8 +716,8 @@ pub(crate) async fn append_utterance(
         key_fingerprint: body.key_fingerprint,
         algorithm: body.algorithm,
     };
+    // Shape, order and an open session are checked by the append itself, in the writer.
     let session = p.access.session();
-    e2e::check_shape(session, &u).map_err(refused)?;
     let event = p.audit.event(
         &st,
         Action::E2eUtteranceStored,
@@ -919,9 +916,15 @@ impl Tail {
                 return None;
             }
             if self.looked {
-                // A wake-up (for any session), a lagged channel, or the poll interval:
-                // in every case, look again.
-                let _ = tokio::time::timeout(STREAM_POLL, self.wake.recv()).await;
+                // Wait for a wake-up of this session; a lagged channel or the poll
+                // interval also means look again.
+                let deadline = tokio::time::Instant::now() + STREAM_POLL;
+                loop {
+                    match tokio::time::timeout_at(deadline, self.wake.recv()).await {
+                        Ok(Ok(id)) if id != self.session => continue,
+                        _ => break,
+                    }
+                }
             }
             self.looked = true;
             let mut tx = self.scope.begin(&self.st.db, TxMode::Read).await.ok()?;
