@@ -715,6 +715,11 @@ fn login(config: &Pkcs11Config) -> Result<(Slot, Session)> {
     let slot = find_token(&ctx, &config.token_label)?;
     let session = ctx.open_rw_session(slot).map_err(ck_error)?;
     let pin = AuthPin::from(config.pin.as_str());
+    // A real login (the first, or the first after every session closed) rewrites the
+    // token's own file in SoftHSM2; a key generated meanwhile by another thread failed
+    // with CKR_GENERAL_ERROR. Logins take the token's object lock like generation does.
+    let objects = object_lock(&config.module, &config.token_label);
+    let _objects = lock(&objects);
     match session.login(UserType::User, Some(&pin)) {
         // Login state is per token and application: another session of this process
         // (another provider on the same token) already logged in.
