@@ -1,0 +1,1 @@
+//! Note generators for phivault.

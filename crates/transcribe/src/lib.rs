@@ -1,0 +1,1 @@
+//! Transcription engines for phivault.
