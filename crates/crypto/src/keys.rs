@@ -301,6 +301,30 @@ impl KeyService {
         self.insert_data_key(tx, Uuid::now_v7(), kind, now).await
     }
 
+    /// A new data key held in memory only, for an object whose record is written after
+    /// its bytes (an upload): nothing is stored until [`KeyService::save_data_key`], so an
+    /// upload that is refused leaves no key row behind.
+    pub fn draft_data_key(&self) -> Result<DataKey> {
+        Ok(DataKey {
+            id: Uuid::now_v7(),
+            key: SecretKey::generate()?,
+        })
+    }
+
+    /// Stores a drafted data key for an object of `kind`, wrapped under the tenant's
+    /// active KEK.
+    pub async fn save_data_key(
+        &self,
+        tx: &mut TenantTx,
+        key: &DataKey,
+        kind: &str,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        self.store_data_key(tx, key.id, key.key.clone(), kind, now)
+            .await
+            .map(|_| ())
+    }
+
     async fn insert_data_key(
         &self,
         tx: &mut TenantTx,
@@ -308,7 +332,18 @@ impl KeyService {
         kind: &str,
         now: DateTime<Utc>,
     ) -> Result<DataKey> {
-        let key = SecretKey::generate()?;
+        self.store_data_key(tx, id, SecretKey::generate()?, kind, now)
+            .await
+    }
+
+    async fn store_data_key(
+        &self,
+        tx: &mut TenantTx,
+        id: Uuid,
+        key: SecretKey,
+        kind: &str,
+        now: DateTime<Utc>,
+    ) -> Result<DataKey> {
         // Fast path: the version this process last saw active, checked by the INSERT
         // itself (it inserts nothing unless that version is still active), so a rotation
         // elsewhere can never leave a data key wrapped under a retiring or destroyed KEK.

@@ -19,6 +19,18 @@ pub enum DomainError {
         /// Why, without the value.
         reason: &'static str,
     },
+    /// The request is well formed but a precondition of the record's state does not
+    /// hold (no consent for the recording, a recording already stored).
+    #[error("{message}")]
+    Refused {
+        /// Stable machine code, e.g. `consent_required`.
+        code: &'static str,
+        /// What is missing, for a person.
+        message: &'static str,
+    },
+    /// An upload was refused (size, checksum, audio).
+    #[error(transparent)]
+    Upload(crate::recordings::UploadError),
     /// Storage failed.
     #[error(transparent)]
     Store(StoreError),

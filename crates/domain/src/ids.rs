@@ -64,4 +64,10 @@ define_id!(
     TokenId,
     /// A sign-in session.
     SessionId,
+    /// A consent-to-record record.
+    ConsentId,
+    /// A tenant's own consent text (one version).
+    ConsentTextId,
+    /// A recording (one uploaded audio file of an encounter).
+    RecordingId,
 );

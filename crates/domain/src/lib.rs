@@ -35,6 +35,7 @@ mod sealed;
 mod validate;
 
 pub mod break_glass;
+pub mod consent;
 pub mod devices;
 pub mod e2e;
 pub mod encounters;
@@ -42,6 +43,7 @@ pub mod magic_links;
 pub mod mfa;
 pub mod patients;
 pub mod practices;
+pub mod recordings;
 mod secret_token;
 pub mod sessions;
 pub mod staff;
@@ -50,7 +52,10 @@ pub mod tokens;
 pub mod users;
 
 pub use error::DomainError;
-pub use ids::{EncounterId, PatientId, PracticeId, SessionId, TokenId, UserId};
+pub use ids::{
+    ConsentId, ConsentTextId, EncounterId, PatientId, PracticeId, RecordingId, SessionId, TokenId,
+    UserId,
+};
 pub use phi::Phi;
 pub use phivault_store::TenantId;
 

@@ -159,9 +159,30 @@ impl From<DomainError> for ApiError {
                 "invalid_field",
                 format!("{field} {reason}"),
             ),
+            DomainError::Upload(e) => upload(e),
+            DomainError::Refused { code, message } => {
+                ApiError::new(StatusCode::CONFLICT, code, message)
+            }
             DomainError::Store(e) => e.into(),
             DomainError::Crypto(e) => e.into(),
         }
+    }
+}
+
+fn upload(e: phivault_domain::recordings::UploadError) -> ApiError {
+    use phivault_domain::recordings::UploadError as U;
+    let message = e.to_string();
+    match e {
+        U::Empty => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "empty_audio", message),
+        U::TooLarge { .. } => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", message),
+        U::ChecksumMismatch => {
+            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "checksum_mismatch", message)
+        }
+        U::Audio(r) if r.unsupported => {
+            ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, r.code, message)
+        }
+        U::Audio(r) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, r.code, message),
+        U::Interrupted => ApiError::new(StatusCode::BAD_REQUEST, "upload_interrupted", message),
     }
 }
 

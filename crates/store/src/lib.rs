@@ -26,7 +26,7 @@ pub mod scratch;
 pub use db::{Backend, Db, DbOptions, TxMode};
 pub use error::StoreError;
 pub use ids::TenantId;
-pub use objects::{ObjectKey, ObjectStorage, ObjectStoreConfig, S3Config};
+pub use objects::{ObjectKey, ObjectStorage, ObjectStoreConfig, ObjectWriter, S3Config};
 pub use postgres::{APP_GRANTS, AppRoleReport, RoleCheck};
 pub use scoped::{Arg, BothRows, PlatformTx, Query, TenantTx};
 

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures::TryStreamExt;
 use object_store::aws::AmazonS3Builder;
+use object_store::buffered::BufWriter;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
@@ -191,6 +192,41 @@ impl ObjectStorage {
         Ok(())
     }
 
+    /// A writer for a large object, uploaded in parts as it is written (never held
+    /// whole): the object appears only when [`ObjectWriter::finish`] succeeds, and
+    /// [`ObjectWriter::abort`] discards what was staged.
+    pub fn writer(&self, key: &ObjectKey) -> ObjectWriter {
+        ObjectWriter {
+            inner: BufWriter::with_capacity(Arc::clone(&self.store), key.path.clone(), WRITE_BUFFER),
+        }
+    }
+
+    /// Reads a large object of `tenant` as a stream, without holding it whole.
+    pub async fn reader(
+        &self,
+        tenant: TenantId,
+        key: &ObjectKey,
+    ) -> Result<impl tokio::io::AsyncRead + Send + Unpin + use<>> {
+        check_tenant(tenant, key)?;
+        let stream = self
+            .store
+            .get(&key.path)
+            .await?
+            .into_stream()
+            .map_err(std::io::Error::other);
+        Ok(tokio_util::io::StreamReader::new(stream))
+    }
+
+    /// Whether an object exists.
+    pub async fn exists(&self, tenant: TenantId, key: &ObjectKey) -> Result<bool> {
+        check_tenant(tenant, key)?;
+        match self.store.head(&key.path).await {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(StoreError::Object(e)),
+        }
+    }
+
     /// Reads an object of `tenant`; a key of another tenant is refused before any I/O.
     pub async fn get(&self, tenant: TenantId, key: &ObjectKey) -> Result<Bytes> {
         check_tenant(tenant, key)?;
@@ -225,6 +261,55 @@ impl ObjectStorage {
             Ok(_) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(StoreError::Object(e)),
         }
+    }
+}
+
+/// Bytes buffered before a part is sent: S3's minimum part size, so memory per upload
+/// stays a few MiB whatever the object's size.
+const WRITE_BUFFER: usize = 5 * 1024 * 1024;
+
+/// A streaming object upload (see [`ObjectStorage::writer`]). Implements tokio's
+/// `AsyncWrite`; `shutdown` (or [`ObjectWriter::finish`]) completes the object.
+pub struct ObjectWriter {
+    inner: BufWriter,
+}
+
+impl ObjectWriter {
+    /// Completes the upload: the object becomes visible.
+    pub async fn finish(&mut self) -> Result<()> {
+        tokio::io::AsyncWriteExt::shutdown(&mut self.inner)
+            .await
+            .map_err(|e| StoreError::ObjectConfig(format!("object upload failed: {e}")))
+    }
+
+    /// Discards everything staged; the object never appears.
+    pub async fn abort(&mut self) -> Result<()> {
+        self.inner.abort().await?;
+        Ok(())
+    }
+}
+
+impl tokio::io::AsyncWrite for ObjectWriter {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 

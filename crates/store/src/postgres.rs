@@ -51,6 +51,10 @@ pub const APP_GRANTS: &[(&str, &str)] = &[
     ("e2e_participants", "SELECT, INSERT, UPDATE"),
     ("e2e_invites", "SELECT, INSERT, UPDATE"),
     ("e2e_utterances", "SELECT, INSERT, DELETE"),
+    ("jobs", "SELECT, INSERT, UPDATE, DELETE"),
+    ("consent_texts", "SELECT, INSERT, UPDATE"),
+    ("consents", "SELECT, INSERT, UPDATE"),
+    ("recordings", "SELECT, INSERT, UPDATE, DELETE"),
 ];
 
 /// What phivault found out about a PostgreSQL role.

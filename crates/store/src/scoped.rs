@@ -7,7 +7,7 @@ use sqlx::{Arguments, FromRow, Postgres, Sqlite, Transaction};
 use uuid::Uuid;
 
 use crate::guard::{check_platform_statement, check_tenant_statement};
-use crate::{Result, StoreError, TenantId};
+use crate::{Backend, Result, StoreError, TenantId};
 
 /// A value bound to a statement parameter. Owned, so one query text serves both backends.
 #[derive(Clone, Debug)]
@@ -120,6 +120,16 @@ impl TenantTx {
     /// The tenant this transaction is bound to.
     pub fn tenant(&self) -> TenantId {
         self.tenant
+    }
+
+    /// The engine this transaction runs on, for the rare statement whose text must differ
+    /// between the two (row locks such as `FOR UPDATE SKIP LOCKED` exist on PostgreSQL
+    /// only).
+    pub fn backend(&self) -> Backend {
+        match self.inner {
+            Inner::Sqlite(_) => Backend::Sqlite,
+            Inner::Postgres(_) => Backend::Postgres,
+        }
     }
 
     /// Starts a statement. `$1` is the tenant; the caller binds `$2` onwards.
