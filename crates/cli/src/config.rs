@@ -176,6 +176,10 @@ pub struct HttpSection {
     pub body_limit_bytes: usize,
     /// Request timeout, seconds.
     pub request_timeout_secs: u64,
+    /// Largest recording upload, bytes (the only route with a larger body).
+    pub upload_limit_bytes: u64,
+    /// Longest a recording upload may take, seconds.
+    pub upload_timeout_secs: u64,
 }
 
 impl Default for HttpSection {
@@ -183,6 +187,8 @@ impl Default for HttpSection {
         HttpSection {
             body_limit_bytes: 1024 * 1024,
             request_timeout_secs: 30,
+            upload_limit_bytes: 2 * 1024 * 1024 * 1024,
+            upload_timeout_secs: 3600,
         }
     }
 }
@@ -371,6 +377,12 @@ impl Config {
         }
         if let Some(v) = get("PHIVAULT_REQUEST_TIMEOUT_SECS") {
             self.http.request_timeout_secs = parse("PHIVAULT_REQUEST_TIMEOUT_SECS", &v)?;
+        }
+        if let Some(v) = get("PHIVAULT_UPLOAD_LIMIT_BYTES") {
+            self.http.upload_limit_bytes = parse("PHIVAULT_UPLOAD_LIMIT_BYTES", &v)?;
+        }
+        if let Some(v) = get("PHIVAULT_UPLOAD_TIMEOUT_SECS") {
+            self.http.upload_timeout_secs = parse("PHIVAULT_UPLOAD_TIMEOUT_SECS", &v)?;
         }
         if let Some(v) = get("PHIVAULT_THROTTLE_WINDOW_SECS") {
             self.throttle.window_secs = parse("PHIVAULT_THROTTLE_WINDOW_SECS", &v)?;

@@ -58,6 +58,8 @@ pub async fn run(config: Config) -> Result<()> {
         body_limit: config.http.body_limit_bytes,
         request_timeout: config.request_timeout(),
         hsts: !matches!(transport, Transport::PlainLoopback),
+        upload_limit: config.http.upload_limit_bytes,
+        upload_timeout: Duration::from_secs(config.http.upload_timeout_secs.max(1)),
     };
     let mailer = config.mailer()?;
     let link_lifetime = config.link_lifetime()?;

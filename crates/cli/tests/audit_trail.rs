@@ -376,6 +376,60 @@ fn walk(f: &Fixture) -> BTreeMap<(&'static str, &'static str), (String, Option<V
         None,
         Audited::No,
     );
+    add(
+        "post",
+        "/api/v1/tenants/{tenant_id}/encounters/{encounter_id}/consents",
+        t(&format!("encounters/{}/consents", f.encounter)),
+        Some(json!({"method": "verbal", "jurisdiction": "US-NY"})),
+        Audited::Phi,
+    );
+    add(
+        "get",
+        "/api/v1/tenants/{tenant_id}/encounters/{encounter_id}/consents",
+        t(&format!("encounters/{}/consents", f.encounter)),
+        None,
+        Audited::Phi,
+    );
+    add(
+        "get",
+        "/api/v1/tenants/{tenant_id}/encounters/{encounter_id}/recordings",
+        t(&format!("encounters/{}/recordings", f.encounter)),
+        None,
+        Audited::Phi,
+    );
+    // Consent texts are reference data, not PHI: a change is audited
+    // (admin.reference.updated), a read is not.
+    add(
+        "get",
+        "/api/v1/tenants/{tenant_id}/consent-texts",
+        t("consent-texts"),
+        None,
+        Audited::No,
+    );
+    // These need a record made first (a consent, a consent text, an audio body, a stored
+    // recording); their events (phi.update on consent, admin.reference.updated,
+    // recording.created, phi.read) are checked in recordings.rs, not part of this walk.
+    for (method, template) in [
+        ("post", "/api/v1/tenants/{tenant_id}/consent-texts"),
+        (
+            "post",
+            "/api/v1/tenants/{tenant_id}/consent-texts/{text_id}/retire",
+        ),
+        (
+            "post",
+            "/api/v1/tenants/{tenant_id}/encounters/{encounter_id}/consents/{consent_id}/revoke",
+        ),
+        (
+            "post",
+            "/api/v1/tenants/{tenant_id}/encounters/{encounter_id}/recordings",
+        ),
+        (
+            "get",
+            "/api/v1/tenants/{tenant_id}/recordings/{recording_id}",
+        ),
+    ] {
+        add(method, template, String::new(), None, Audited::No);
+    }
     m
 }
 

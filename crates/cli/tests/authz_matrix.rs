@@ -260,6 +260,51 @@ fn rules() -> BTreeMap<(&'static str, &'static str), Rule> {
             tenant("admin:view_users"),
         ),
         ("put", format!("{t}/settings/e2e"), tenant("tenant:manage")),
+        (
+            "post",
+            format!("{t}/encounters/{{encounter_id}}/consents"),
+            in_practice("dictation:create"),
+        ),
+        (
+            "get",
+            format!("{t}/encounters/{{encounter_id}}/consents"),
+            in_practice("encounter:read"),
+        ),
+        (
+            "post",
+            format!("{t}/encounters/{{encounter_id}}/consents/{{consent_id}}/revoke"),
+            Rule::NotWalked("needs a consent record; covered by recordings.rs"),
+        ),
+        (
+            "get",
+            format!("{t}/consent-texts"),
+            tenant("encounter:read"),
+        ),
+        (
+            "post",
+            format!("{t}/consent-texts"),
+            tenant("admin:manage_templates"),
+        ),
+        (
+            "post",
+            format!("{t}/consent-texts/{{text_id}}/retire"),
+            Rule::NotWalked("needs a consent text; covered by recordings.rs"),
+        ),
+        (
+            "post",
+            format!("{t}/encounters/{{encounter_id}}/recordings"),
+            Rule::NotWalked("a streamed audio body; covered by recordings.rs"),
+        ),
+        (
+            "get",
+            format!("{t}/encounters/{{encounter_id}}/recordings"),
+            in_practice("encounter:read"),
+        ),
+        (
+            "get",
+            format!("{t}/recordings/{{recording_id}}"),
+            Rule::NotWalked("needs a stored recording; covered by recordings.rs"),
+        ),
     ];
     // A session's routes answer its participants only (its owner, a device that
     // joined); anyone else gets 404 as for a session that does not exist. e2e.rs walks
@@ -529,6 +574,15 @@ async fn request_for(
             "1976-06-06",
         )),
         ("post", "encounters") => Some(json!({"patient_id": side.patient, "reason": "matrix"})),
+        ("post", "encounters/{encounter_id}/consents") => {
+            Some(json!({"method": "verbal", "jurisdiction": "US-NY"}))
+        }
+        ("post", "consent-texts") => Some(json!({
+            "name": "Synthetic matrix consent",
+            "version": unique(),
+            "language": "en",
+            "body": "A synthetic consent text for the authorization matrix.",
+        })),
         ("post", "e2e/sessions") => {
             Some(json!({"mode": "two_device", "key_fingerprint": "ab".repeat(32)}))
         }

@@ -26,27 +26,59 @@ use crate::{
 /// note says why the state is listed. docs/consent.md prints this table (a test keeps
 /// them equal).
 pub const ALL_PARTY_US_STATES: &[(&str, &str, &str)] = &[
-    ("US-CA", "California", "Cal. Penal Code § 632: all parties to a confidential communication"),
-    ("US-DE", "Delaware", "11 Del. C. § 1335 requires all parties; § 2402 allows one party: stricter reading"),
+    (
+        "US-CA",
+        "California",
+        "Cal. Penal Code § 632: all parties to a confidential communication",
+    ),
+    (
+        "US-DE",
+        "Delaware",
+        "11 Del. C. § 1335 requires all parties; § 2402 allows one party: stricter reading",
+    ),
     ("US-FL", "Florida", "Fla. Stat. § 934.03: all parties"),
-    ("US-IL", "Illinois", "720 ILCS 5/14-2: all parties to a private conversation"),
-    ("US-MD", "Maryland", "Md. Cts. & Jud. Proc. § 10-402: all parties"),
-    ("US-MA", "Massachusetts", "M.G.L. c. 272 § 99: all parties (secret recording)"),
-    ("US-MI", "Michigan", "MCL 750.539c: contested whether a participant may record: stricter reading"),
+    (
+        "US-IL",
+        "Illinois",
+        "720 ILCS 5/14-2: all parties to a private conversation",
+    ),
+    (
+        "US-MD",
+        "Maryland",
+        "Md. Cts. & Jud. Proc. § 10-402: all parties",
+    ),
+    (
+        "US-MA",
+        "Massachusetts",
+        "M.G.L. c. 272 § 99: all parties (secret recording)",
+    ),
+    (
+        "US-MI",
+        "Michigan",
+        "MCL 750.539c: contested whether a participant may record: stricter reading",
+    ),
     ("US-MT", "Montana", "Mont. Code § 45-8-213: all parties"),
-    ("US-NV", "Nevada", "NRS 200.620 (wire communications) requires all parties: stricter reading"),
+    (
+        "US-NV",
+        "Nevada",
+        "NRS 200.620 (wire communications) requires all parties: stricter reading",
+    ),
     ("US-NH", "New Hampshire", "RSA 570-A:2: all parties"),
-    ("US-OR", "Oregon", "ORS 165.540: all parties to an in-person conversation"),
+    (
+        "US-OR",
+        "Oregon",
+        "ORS 165.540: all parties to an in-person conversation",
+    ),
     ("US-PA", "Pennsylvania", "18 Pa. C.S. § 5704: all parties"),
     ("US-WA", "Washington", "RCW 9.73.030: all parties"),
 ];
 
 /// The two-letter codes of the US states, DC and the inhabited territories.
 const US_CODES: &[&str] = &[
-    "AL", "AK", "AZ", "AR", "CA", "CO", "CT", "DE", "DC", "FL", "GA", "HI", "ID", "IL", "IN",
-    "IA", "KS", "KY", "LA", "ME", "MD", "MA", "MI", "MN", "MS", "MO", "MT", "NE", "NV", "NH",
-    "NJ", "NM", "NY", "NC", "ND", "OH", "OK", "OR", "PA", "RI", "SC", "SD", "TN", "TX", "UT",
-    "VT", "VA", "WA", "WV", "WI", "WY", "AS", "GU", "MP", "PR", "VI",
+    "AL", "AK", "AZ", "AR", "CA", "CO", "CT", "DE", "DC", "FL", "GA", "HI", "ID", "IL", "IN", "IA",
+    "KS", "KY", "LA", "ME", "MD", "MA", "MI", "MN", "MS", "MO", "MT", "NE", "NV", "NH", "NJ", "NM",
+    "NY", "NC", "ND", "OH", "OK", "OR", "PA", "RI", "SC", "SD", "TN", "TX", "UT", "VT", "VA", "WA",
+    "WV", "WI", "WY", "AS", "GU", "MP", "PR", "VI",
 ];
 
 /// The version string of the built-in consent text.
@@ -65,7 +97,9 @@ care will not change.";
 /// satisfies every one of them.
 pub fn all_party_required(jurisdiction: &str) -> bool {
     if jurisdiction.starts_with("US-") {
-        ALL_PARTY_US_STATES.iter().any(|(code, _, _)| *code == jurisdiction)
+        ALL_PARTY_US_STATES
+            .iter()
+            .any(|(code, _, _)| *code == jurisdiction)
     } else {
         true
     }
@@ -79,7 +113,10 @@ pub fn check_jurisdiction(value: &str) -> Result<String> {
         if US_CODES.contains(&state) {
             return Ok(v.to_owned());
         }
-        return Err(invalid("jurisdiction", "is not a US state or territory code"));
+        return Err(invalid(
+            "jurisdiction",
+            "is not a US state or territory code",
+        ));
     }
     if v == "US" {
         return Err(invalid(
@@ -429,7 +466,10 @@ pub async fn add_text(
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '-')
     {
-        return Err(invalid("language", "must be a language tag such as en or es-MX"));
+        return Err(invalid(
+            "language",
+            "must be a language tag such as en or es-MX",
+        ));
     }
     // The body may hold line breaks; other control characters are refused.
     let body = body.trim();
@@ -533,6 +573,9 @@ mod tests {
             .iter()
             .map(|(c, _, _)| &c[3..])
             .collect();
-        assert_eq!(listed, code, "docs/consent.md and ALL_PARTY_US_STATES differ");
+        assert_eq!(
+            listed, code,
+            "docs/consent.md and ALL_PARTY_US_STATES differ"
+        );
     }
 }

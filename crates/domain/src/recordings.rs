@@ -90,7 +90,7 @@ pub struct AudioFacts {
 
 /// Reads a whole audio stream (on a blocking thread) and describes or refuses it.
 pub type Prober =
-    Box<dyn FnOnce(Box<dyn Read + Send>) -> Result<AudioFacts, AudioRejection> + Send>;
+    Box<dyn FnOnce(Box<dyn Read + Send + Sync>) -> Result<AudioFacts, AudioRejection> + Send>;
 
 /// Limits of one upload.
 #[derive(Clone, Copy, Debug)]
@@ -230,7 +230,18 @@ where
     let key = keys.draft_data_key()?;
     let object = object_key(tenant, id);
     let mut writer = objects.writer(&object);
-    match stream_in(&key, id, tenant, &mut writer, body, expected_sha256, limits, probe).await {
+    match stream_in(
+        &key,
+        id,
+        tenant,
+        &mut writer,
+        body,
+        expected_sha256,
+        limits,
+        probe,
+    )
+    .await
+    {
         Ok((sha256, size, facts)) => Ok(Received {
             id,
             key,
@@ -394,7 +405,10 @@ pub async fn save(
 
 /// Deletes the object of a received upload whose row was never saved.
 pub async fn discard(objects: &ObjectStorage, tenant: TenantId, received: &Received) {
-    if let Err(e) = objects.delete(tenant, &object_key(tenant, received.id)).await {
+    if let Err(e) = objects
+        .delete(tenant, &object_key(tenant, received.id))
+        .await
+    {
         tracing::warn!(error = %e, recording = %received.id, "recording upload: deleting an unsaved object failed");
     }
 }
@@ -452,5 +466,11 @@ pub async fn open_audio(
     let tenant = tx.tenant();
     let reader = objects.reader(tenant, &object_key(tenant, id)).await?;
     let key_ref: KeyRef = key.key_ref();
-    Ok(StreamReader::new(reader, key.secret(), key_ref, &binding(tenant, id.as_uuid())).await?)
+    Ok(StreamReader::new(
+        reader,
+        key.secret(),
+        key_ref,
+        &binding(tenant, id.as_uuid()),
+    )
+    .await?)
 }

@@ -175,9 +175,11 @@ fn upload(e: phivault_domain::recordings::UploadError) -> ApiError {
     match e {
         U::Empty => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "empty_audio", message),
         U::TooLarge { .. } => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", message),
-        U::ChecksumMismatch => {
-            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "checksum_mismatch", message)
-        }
+        U::ChecksumMismatch => ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "checksum_mismatch",
+            message,
+        ),
         U::Audio(r) if r.unsupported => {
             ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, r.code, message)
         }

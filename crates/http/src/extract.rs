@@ -300,7 +300,16 @@ pub mod need {
         AuditView => false,
         TenantManage => false,
         DictationCreate => false,
+        ManageTemplates => false,
     );
+
+    /// Requires `dictation:create` on a route that handles readable PHI (consent and
+    /// recordings), unlike end-to-end sessions whose content the server cannot read.
+    pub struct RecordingCreate;
+    impl Requires for RecordingCreate {
+        const PERMISSION: Permission = Permission::DictationCreate;
+        const PHI: bool = true;
+    }
 }
 
 #[derive(Deserialize)]

@@ -27,17 +27,23 @@ pub(crate) struct RequestId(pub String);
 #[derive(Clone)]
 pub(crate) struct KeepBody;
 
-pub(crate) fn apply(router: Router, config: &HttpConfig) -> Router {
+pub(crate) fn apply(router: Router, uploads: Router, config: &HttpConfig) -> Router {
     let router = router
         .layer(DefaultBodyLimit::max(config.body_limit))
         .layer(RequestBodyLimitLayer::new(config.body_limit))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             config.request_timeout,
-        ))
-        .layer(CatchPanicLayer::custom(|_| {
-            ApiError::internal().into_response()
-        }));
+        ));
+    // Uploads stream their bodies: the handler counts bytes against the upload limit
+    // (413 `too_large`, nothing kept), and the timeout is the upload's own.
+    let uploads = uploads.layer(TimeoutLayer::with_status_code(
+        StatusCode::REQUEST_TIMEOUT,
+        config.upload_timeout,
+    ));
+    let router = router.merge(uploads).layer(CatchPanicLayer::custom(|_| {
+        ApiError::internal().into_response()
+    }));
     let mut router = router
         .layer(middleware::from_fn(crate::audit::guard))
         .layer(middleware::from_fn(render_errors))

@@ -36,6 +36,7 @@ use axum::Router;
 /// Builds the whole application: routes, OpenAPI document and layers.
 pub fn app(state: AppState) -> Router {
     let config = state.http.clone();
+    let uploads = routes::uploads().with_state(state.clone());
     let router = routes::router().with_state(state);
-    layers::apply(router, &config)
+    layers::apply(router, uploads, &config)
 }

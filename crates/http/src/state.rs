@@ -20,6 +20,10 @@ pub struct HttpConfig {
     pub request_timeout: Duration,
     /// Send `Strict-Transport-Security` (TLS served here or by a declared proxy).
     pub hsts: bool,
+    /// Largest recording upload, in bytes.
+    pub upload_limit: u64,
+    /// Longest a recording upload may take.
+    pub upload_timeout: Duration,
 }
 
 impl Default for HttpConfig {
@@ -28,6 +32,8 @@ impl Default for HttpConfig {
             body_limit: 1024 * 1024,
             request_timeout: Duration::from_secs(30),
             hsts: false,
+            upload_limit: 2 * 1024 * 1024 * 1024,
+            upload_timeout: Duration::from_secs(3600),
         }
     }
 }
@@ -201,5 +207,29 @@ impl AppState {
     /// The current time.
     pub fn now(&self) -> DateTime<Utc> {
         (self.clock)()
+    }
+
+    /// The audio check every upload passes: symphonia decodes the whole stream as it
+    /// arrives, so a corrupt or unsupported file is refused before anything is saved.
+    pub(crate) fn prober(&self) -> phivault_domain::recordings::Prober {
+        Box::new(|reader| {
+            phivault_transcribe::probe_reader(reader)
+                .map(|info| phivault_domain::recordings::AudioFacts {
+                    format: info.container.to_owned(),
+                    codec: info.codec.to_owned(),
+                    sample_rate: info.sample_rate,
+                    channels: u32::from(info.channels),
+                    duration_ms: info.duration_ms,
+                })
+                .map_err(|e| phivault_domain::recordings::AudioRejection {
+                    code: e.code(),
+                    message: e.to_string(),
+                    unsupported: matches!(
+                        e,
+                        phivault_transcribe::Error::UnsupportedFormat
+                            | phivault_transcribe::Error::UnsupportedCodec { .. }
+                    ),
+                })
+        })
     }
 }

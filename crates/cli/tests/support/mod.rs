@@ -697,6 +697,11 @@ pub fn raw_http(addr: &str, request: &[u8]) -> Reply {
     parse_http_reply(&bytes)
 }
 
+/// Parses a raw HTTP/1.1 reply read off a socket.
+pub fn raw_reply(bytes: &[u8]) -> Reply {
+    parse_http_reply(bytes)
+}
+
 fn parse_http_reply(bytes: &[u8]) -> Reply {
     let split = bytes
         .windows(4)

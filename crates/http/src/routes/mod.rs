@@ -10,6 +10,7 @@ mod me;
 mod mfa;
 mod patients;
 mod practices;
+mod scribe;
 mod sessions;
 mod staff;
 mod sys;
@@ -39,7 +40,13 @@ pub(crate) fn module_docs() -> Vec<utoipa::openapi::OpenApi> {
         staff::api(),
         break_glass::api(),
         e2e::api(),
+        scribe::api(),
     ]
+}
+
+/// Routes whose bodies are streamed uploads, with their own limit and timeout.
+pub(crate) fn uploads() -> Router<AppState> {
+    scribe::uploads()
 }
 
 pub(crate) fn router() -> Router<AppState> {
@@ -78,6 +85,7 @@ pub(crate) fn router() -> Router<AppState> {
         .merge(staff::router())
         .merge(break_glass::router())
         .merge(e2e::router())
+        .merge(scribe::router())
         .merge(web::router())
         .fallback(|| async { ApiError::not_found("route") })
 }
