@@ -275,11 +275,7 @@ fn rules() -> BTreeMap<(&'static str, &'static str), Rule> {
             format!("{t}/encounters/{{encounter_id}}/consents/{{consent_id}}/revoke"),
             Rule::NotWalked("needs a consent record; covered by recordings.rs"),
         ),
-        (
-            "get",
-            format!("{t}/consent-texts"),
-            tenant("encounter:read"),
-        ),
+        ("get", format!("{t}/consent-texts"), tenant("practice:read")),
         (
             "post",
             format!("{t}/consent-texts"),

@@ -409,7 +409,8 @@ pub async fn current(tx: &mut TenantTx, encounter: EncounterId) -> Result<Consen
     }
 }
 
-async fn ensure_encounter(
+/// `NotFound("encounter")` unless the encounter is visible in `scope`.
+pub(crate) async fn ensure_encounter(
     tx: &mut TenantTx,
     scope: PracticeScope,
     encounter: EncounterId,

@@ -435,6 +435,7 @@ pub async fn for_encounter(
     scope: PracticeScope,
     encounter: EncounterId,
 ) -> Result<Vec<Recording>> {
+    consent::ensure_encounter(tx, scope, encounter).await?;
     Ok(tx
         .query(concat!(
             "SELECT r.id, r.encounter_id, r.practice_id, r.consent_id, r.created_by, r.state, r.format, r.codec,

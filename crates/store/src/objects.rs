@@ -197,7 +197,11 @@ impl ObjectStorage {
     /// [`ObjectWriter::abort`] discards what was staged.
     pub fn writer(&self, key: &ObjectKey) -> ObjectWriter {
         ObjectWriter {
-            inner: BufWriter::with_capacity(Arc::clone(&self.store), key.path.clone(), WRITE_BUFFER),
+            inner: BufWriter::with_capacity(
+                Arc::clone(&self.store),
+                key.path.clone(),
+                WRITE_BUFFER,
+            ),
         }
     }
 

@@ -354,7 +354,8 @@ pub(crate) async fn add_consent_text(
     security(("bearer" = [])))]
 pub(crate) async fn list_consent_texts(
     State(st): State<AppState>,
-    s: Scoped<need::EncounterRead>,
+    // Reference data every member of the tenant may see, like its practices.
+    s: Scoped<need::PracticeRead>,
 ) -> Result<Json<Vec<ConsentTextView>>, ApiError> {
     let mut tx = s.scope.begin(&st.db, TxMode::Read).await?;
     let list = consent::texts(&mut tx).await?;
