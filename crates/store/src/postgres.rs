@@ -55,6 +55,9 @@ pub const APP_GRANTS: &[(&str, &str)] = &[
     ("consent_texts", "SELECT, INSERT, UPDATE"),
     ("consents", "SELECT, INSERT, UPDATE"),
     ("recordings", "SELECT, INSERT, UPDATE, DELETE"),
+    ("transcripts", "SELECT, INSERT, UPDATE"),
+    ("notes", "SELECT, INSERT, UPDATE"),
+    ("retention_policies", "SELECT, INSERT, UPDATE, DELETE"),
 ];
 
 /// What phivault found out about a PostgreSQL role.
