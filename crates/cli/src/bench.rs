@@ -51,6 +51,12 @@ pub enum BenchCommand {
     /// End-to-end utterance appends (authenticated, authorized, audited) on a server
     /// started per backend: appends/s and p99 latency.
     E2eAppend(crate::bench_e2e::E2eAppendArgs),
+    /// Recording upload throughput (one large WAV over loopback HTTP) against writing the
+    /// same bytes to the same disk, and the server's peak memory.
+    Upload(crate::bench_upload::UploadArgs),
+    /// Transcription real-time factor and word error rate of the local engine on a
+    /// dialogue set (scripts/make-dialogue-set).
+    Transcribe(crate::bench_transcribe::TranscribeArgs),
     /// Tenant-scoped create/read of encounters against the same operations unscoped.
     Scoping {
         /// Backends to measure.
@@ -85,6 +91,8 @@ pub async fn run(_config: Config, cmd: BenchCommand) -> Result<()> {
         BenchCommand::AuditAppend(args) => crate::bench_audit::run_append(args).await,
         BenchCommand::Auth(args) => crate::bench_auth::run(args).await,
         BenchCommand::E2eAppend(args) => crate::bench_e2e::run(args).await,
+        BenchCommand::Upload(args) => crate::bench_upload::run(args).await,
+        BenchCommand::Transcribe(args) => crate::bench_transcribe::run(args).await,
         BenchCommand::Scoping {
             backend,
             ops,

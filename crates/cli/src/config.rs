@@ -45,6 +45,8 @@ pub struct Config {
     pub throttle: ThrottleSection,
     /// End-to-end sessions and guest devices.
     pub e2e: E2eSection,
+    /// The scribe pipeline: transcription engine, note generator, worker.
+    pub scribe: ScribeSection,
 }
 
 impl Default for Config {
@@ -66,6 +68,7 @@ impl Default for Config {
             mail: MailSection::default(),
             throttle: ThrottleSection::default(),
             e2e: E2eSection::default(),
+            scribe: ScribeSection::default(),
         }
     }
 }
@@ -86,6 +89,61 @@ impl Default for E2eSection {
         E2eSection {
             device_trial_sessions: 20,
             sweep_interval_secs: 300,
+        }
+    }
+}
+
+/// `[scribe]`: the scribe pipeline.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScribeSection {
+    /// Transcription engine: `auto` (pocketsphinx when installed), `pocketsphinx` or
+    /// `command`.
+    pub engine: String,
+    /// Model directory of pocketsphinx (Debian's en-us model when unset).
+    pub pocketsphinx_model_dir: Option<PathBuf>,
+    /// The program the `command` engine runs (absolute path).
+    pub command_program: Option<PathBuf>,
+    /// Its arguments; `{input}` and `{output_dir}` are replaced.
+    pub command_args: Vec<String>,
+    /// What it prints: `text`, `segments-json` or `whisper-cpp-json`.
+    pub command_output: String,
+    /// Note generator: `rules` or `openai-compatible`.
+    pub note_generator: String,
+    /// Base URL of the OpenAI-compatible endpoint (loopback only until vendors and BAAs
+    /// are registered).
+    pub openai_base_url: Option<String>,
+    /// Its model name.
+    pub openai_model: Option<String>,
+    /// Where private work directories for decrypted audio are made (tmpfs or an
+    /// encrypted volume is best); the system temporary directory when unset.
+    pub work_dir: Option<PathBuf>,
+    /// Run a pipeline worker inside `phivault serve` (else run `phivault worker`).
+    pub in_process_worker: bool,
+    /// Longest recording transcribed, seconds.
+    pub max_duration_secs: u64,
+    /// How long a worker's claim on a job lasts without a heartbeat, seconds.
+    pub lease_secs: u64,
+    /// How often an idle worker looks for jobs, seconds.
+    pub poll_secs: u64,
+}
+
+impl Default for ScribeSection {
+    fn default() -> Self {
+        ScribeSection {
+            engine: "auto".into(),
+            pocketsphinx_model_dir: None,
+            command_program: None,
+            command_args: Vec::new(),
+            command_output: "text".into(),
+            note_generator: "rules".into(),
+            openai_base_url: None,
+            openai_model: None,
+            work_dir: None,
+            in_process_worker: true,
+            max_duration_secs: 4 * 3600,
+            lease_secs: 120,
+            poll_secs: 5,
         }
     }
 }
@@ -389,6 +447,41 @@ impl Config {
         }
         if let Some(v) = get("PHIVAULT_E2E_DEVICE_TRIAL_SESSIONS") {
             self.e2e.device_trial_sessions = parse("PHIVAULT_E2E_DEVICE_TRIAL_SESSIONS", &v)?;
+        }
+        if let Some(v) = get("PHIVAULT_SCRIBE_ENGINE") {
+            self.scribe.engine = v;
+        }
+        if let Some(v) = get("PHIVAULT_SCRIBE_COMMAND_PROGRAM") {
+            self.scribe.command_program = Some(v.into());
+        }
+        if let Some(v) = get("PHIVAULT_SCRIBE_COMMAND_ARGS") {
+            self.scribe.command_args = serde_json::from_str(&v).map_err(|_| {
+                anyhow::anyhow!("PHIVAULT_SCRIBE_COMMAND_ARGS must be a JSON array of strings")
+            })?;
+        }
+        if let Some(v) = get("PHIVAULT_SCRIBE_COMMAND_OUTPUT") {
+            self.scribe.command_output = v;
+        }
+        if let Some(v) = get("PHIVAULT_SCRIBE_NOTE_GENERATOR") {
+            self.scribe.note_generator = v;
+        }
+        if let Some(v) = get("PHIVAULT_SCRIBE_OPENAI_BASE_URL") {
+            self.scribe.openai_base_url = Some(v);
+        }
+        if let Some(v) = get("PHIVAULT_SCRIBE_OPENAI_MODEL") {
+            self.scribe.openai_model = Some(v);
+        }
+        if let Some(v) = get("PHIVAULT_SCRIBE_WORK_DIR") {
+            self.scribe.work_dir = Some(v.into());
+        }
+        if let Some(v) = get("PHIVAULT_SCRIBE_IN_PROCESS_WORKER") {
+            self.scribe.in_process_worker = flag("PHIVAULT_SCRIBE_IN_PROCESS_WORKER", &v)?;
+        }
+        if let Some(v) = get("PHIVAULT_SCRIBE_LEASE_SECS") {
+            self.scribe.lease_secs = parse("PHIVAULT_SCRIBE_LEASE_SECS", &v)?;
+        }
+        if let Some(v) = get("PHIVAULT_SCRIBE_POLL_SECS") {
+            self.scribe.poll_secs = parse("PHIVAULT_SCRIBE_POLL_SECS", &v)?;
         }
         if let Some(v) = get("PHIVAULT_E2E_SWEEP_INTERVAL_SECS") {
             self.e2e.sweep_interval_secs = parse("PHIVAULT_E2E_SWEEP_INTERVAL_SECS", &v)?;

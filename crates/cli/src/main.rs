@@ -8,15 +8,19 @@ mod bench_audit;
 mod bench_auth;
 mod bench_e2e;
 mod bench_stream;
+mod bench_transcribe;
+mod bench_upload;
 mod config;
 mod devcert;
 mod e2e;
 mod keys;
 mod migrate;
 mod oplog;
+mod retention;
 mod serve;
 mod setup;
 mod staff;
+mod worker;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -119,6 +123,10 @@ enum Command {
     DevCert(devcert::DevCertArgs),
     /// Print the OpenAPI document.
     Openapi,
+    /// Run the scribe pipeline's worker alone (transcription and note jobs), for a
+    /// deployment that keeps it out of the server (`scribe.in_process_worker = false`).
+    /// Needs the keys unsealed (PHIVAULT_KEYRING_PASSPHRASE) and a transcription engine.
+    Worker,
     /// Verify, export and checkpoint the audit trail.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
@@ -129,6 +137,11 @@ enum Command {
     /// stores ciphertext only.
     #[command(subcommand)]
     E2e(e2e::E2eCommand),
+    /// Delete what is past its retention window: recordings' audio, transcripts, notes
+    /// and end-to-end utterances (data keys destroyed, each deletion audited), or list it
+    /// with --dry-run. The server also sweeps on a timer.
+    #[command(subcommand)]
+    Retention(retention::RetentionCommand),
 }
 
 fn main() -> ExitCode {
@@ -162,6 +175,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Serve { .. } => serve::run(config).await,
+            Command::Worker => worker::run(config).await,
             Command::Migrate { app_role } => migrate::run(config, app_role).await,
             Command::Tenant(c) => admin::tenant(config, c).await,
             Command::Practice(c) => admin::practice(config, c).await,
@@ -178,6 +192,7 @@ fn main() -> ExitCode {
             Command::Audit(c) => audit::run(config, c).await,
             Command::Bench(c) => bench::run(config, c).await,
             Command::E2e(c) => e2e::run(c).await,
+            Command::Retention(c) => retention::run(config, c).await,
         }
     });
     match result {

@@ -115,6 +115,23 @@ pub async fn run(config: Config) -> Result<()> {
         ),
     }
     spawn_e2e_sweeper(db.clone(), state.auditor.clone(), sweep_every);
+    if config.scribe.in_process_worker {
+        match crate::worker::scribe(
+            &config,
+            keys.clone(),
+            objects.clone(),
+            state.auditor.clone(),
+        )
+        .await?
+        {
+            Some(scribe) => {
+                let waker =
+                    crate::worker::spawn(&config, db.clone(), scribe, std::future::pending())?;
+                state = state.with_worker_waker(waker);
+            }
+            None => {}
+        }
+    }
     let state = state
         .with_e2e(e2e)
         .with_throttle(throttle)

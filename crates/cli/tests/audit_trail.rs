@@ -392,6 +392,20 @@ fn walk(f: &Fixture) -> BTreeMap<(&'static str, &'static str), (String, Option<V
     );
     add(
         "get",
+        "/api/v1/tenants/{tenant_id}/encounters/{encounter_id}/transcripts",
+        t(&format!("encounters/{}/transcripts", f.encounter)),
+        None,
+        Audited::Phi,
+    );
+    add(
+        "get",
+        "/api/v1/tenants/{tenant_id}/encounters/{encounter_id}/notes",
+        t(&format!("encounters/{}/notes", f.encounter)),
+        None,
+        Audited::Phi,
+    );
+    add(
+        "get",
         "/api/v1/tenants/{tenant_id}/encounters/{encounter_id}/recordings",
         t(&format!("encounters/{}/recordings", f.encounter)),
         None,
@@ -426,6 +440,19 @@ fn walk(f: &Fixture) -> BTreeMap<(&'static str, &'static str), (String, Option<V
         (
             "get",
             "/api/v1/tenants/{tenant_id}/recordings/{recording_id}",
+        ),
+        (
+            "get",
+            "/api/v1/tenants/{tenant_id}/recordings/{recording_id}/jobs",
+        ),
+        (
+            "get",
+            "/api/v1/tenants/{tenant_id}/transcripts/{transcript_id}",
+        ),
+        ("get", "/api/v1/tenants/{tenant_id}/notes/{note_id}"),
+        (
+            "post",
+            "/api/v1/tenants/{tenant_id}/notes/{note_id}/approve",
         ),
     ] {
         add(method, template, String::new(), None, Audited::No);

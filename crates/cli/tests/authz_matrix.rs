@@ -301,6 +301,36 @@ fn rules() -> BTreeMap<(&'static str, &'static str), Rule> {
             format!("{t}/recordings/{{recording_id}}"),
             Rule::NotWalked("needs a stored recording; covered by recordings.rs"),
         ),
+        (
+            "get",
+            format!("{t}/recordings/{{recording_id}}/jobs"),
+            Rule::NotWalked("needs a stored recording; covered by scribe.rs"),
+        ),
+        (
+            "get",
+            format!("{t}/encounters/{{encounter_id}}/transcripts"),
+            in_practice("encounter:read"),
+        ),
+        (
+            "get",
+            format!("{t}/transcripts/{{transcript_id}}"),
+            Rule::NotWalked("needs a transcript; covered by scribe.rs"),
+        ),
+        (
+            "get",
+            format!("{t}/encounters/{{encounter_id}}/notes"),
+            in_practice("encounter:read"),
+        ),
+        (
+            "get",
+            format!("{t}/notes/{{note_id}}"),
+            Rule::NotWalked("needs a note; covered by scribe.rs"),
+        ),
+        (
+            "post",
+            format!("{t}/notes/{{note_id}}/approve"),
+            Rule::NotWalked("needs a note; covered by scribe.rs"),
+        ),
     ];
     // A session's routes answer its participants only (its owner, a device that
     // joined); anyone else gets 404 as for a session that does not exist. e2e.rs walks

@@ -303,6 +303,13 @@ pub mod need {
         ManageTemplates => false,
     );
 
+    /// Requires `dictation:review_own` on a route that changes a note (PHI).
+    pub struct NoteReview;
+    impl Requires for NoteReview {
+        const PERMISSION: Permission = Permission::DictationReviewOwn;
+        const PHI: bool = true;
+    }
+
     /// Requires `dictation:create` on a route that handles readable PHI (consent and
     /// recordings), unlike end-to-end sessions whose content the server cannot read.
     pub struct RecordingCreate;

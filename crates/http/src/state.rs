@@ -130,6 +130,9 @@ pub struct AppState {
     pub e2e: E2eSettings,
     pub(crate) e2e_hub: E2eHub,
     pub(crate) e2e_writer: crate::e2e_writer::E2eWriter,
+    /// Wakes this process's pipeline worker when a job is queued (`None`: no worker
+    /// here; another process's worker finds the job at its next poll).
+    pub worker_waker: Option<Arc<tokio::sync::Notify>>,
     clock: Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>,
 }
 
@@ -164,8 +167,15 @@ impl AppState {
             e2e: E2eSettings::default(),
             e2e_hub: E2eHub::new(),
             e2e_writer,
+            worker_waker: None,
             clock: Arc::new(Utc::now),
         }
+    }
+
+    /// Names the notifier of this process's pipeline worker.
+    pub fn with_worker_waker(mut self, waker: Arc<tokio::sync::Notify>) -> Self {
+        self.worker_waker = Some(waker);
+        self
     }
 
     /// Sets the end-to-end session settings.
@@ -207,6 +217,13 @@ impl AppState {
     /// The current time.
     pub fn now(&self) -> DateTime<Utc> {
         (self.clock)()
+    }
+
+    /// Wakes the pipeline worker of this process, if it has one.
+    pub(crate) fn wake_workers(&self) {
+        if let Some(w) = &self.worker_waker {
+            w.notify_one();
+        }
     }
 
     /// The audio check every upload passes: symphonia decodes the whole stream as it

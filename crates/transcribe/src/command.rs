@@ -229,14 +229,15 @@ async fn read_capped(path: &Path) -> Result<Vec<u8>> {
     tokio::fs::read(path).await.map_err(Error::Io)
 }
 
-/// A 0700 directory for one run, overwritten and removed afterwards — also if the future
-/// is dropped midway (then synchronously, from `Drop`).
-struct PrivateDir {
+/// A 0700 directory for one run's decrypted audio, overwritten and removed afterwards —
+/// also if the future is dropped midway (then synchronously, from `Drop`).
+pub struct PrivateDir {
     dir: Option<tempfile::TempDir>,
 }
 
 impl PrivateDir {
-    fn create(parent: Option<&Path>) -> Result<Self> {
+    /// Creates the directory under `parent` (the system temporary directory if `None`).
+    pub fn create(parent: Option<&Path>) -> Result<Self> {
         let mut builder = tempfile::Builder::new();
         builder.prefix("phivault-transcribe-");
         #[cfg(unix)]
@@ -252,14 +253,16 @@ impl PrivateDir {
         Ok(Self { dir: Some(dir) })
     }
 
-    fn path(&self) -> &Path {
+    /// The directory.
+    pub fn path(&self) -> &Path {
         self.dir
             .as_ref()
             .map(|d| d.path())
             .unwrap_or(Path::new("/"))
     }
 
-    async fn wipe(mut self) {
+    /// Overwrites every file in it with zeros and removes it.
+    pub async fn wipe(mut self) {
         if let Some(dir) = self.dir.take() {
             let _ = tokio::task::spawn_blocking(move || wipe_tree(dir)).await;
         }

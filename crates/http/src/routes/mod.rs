@@ -10,6 +10,7 @@ mod me;
 mod mfa;
 mod patients;
 mod practices;
+mod retention;
 mod scribe;
 mod sessions;
 mod staff;
@@ -41,6 +42,7 @@ pub(crate) fn module_docs() -> Vec<utoipa::openapi::OpenApi> {
         break_glass::api(),
         e2e::api(),
         scribe::api(),
+        retention::api(),
     ]
 }
 
@@ -86,6 +88,7 @@ pub(crate) fn router() -> Router<AppState> {
         .merge(break_glass::router())
         .merge(e2e::router())
         .merge(scribe::router())
+        .merge(retention::router())
         .merge(web::router())
         .fallback(|| async { ApiError::not_found("route") })
 }

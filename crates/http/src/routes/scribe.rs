@@ -12,6 +12,7 @@ use phivault_audit::Action;
 use phivault_domain::consent::{self, Consent, ConsentText, Method, NewConsent};
 use phivault_domain::recordings::{self, Recording, UploadLimits};
 use phivault_domain::{ConsentId, ConsentTextId, EncounterId, RecordingId};
+use phivault_domain::{notes, scribe, transcripts};
 use phivault_store::TxMode;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -47,6 +48,27 @@ pub(crate) fn router() -> Router<AppState> {
             "/api/v1/tenants/{tenant_id}/recordings/{recording_id}",
             get(get_recording),
         )
+        .route(
+            "/api/v1/tenants/{tenant_id}/recordings/{recording_id}/jobs",
+            get(recording_jobs),
+        )
+        .route(
+            "/api/v1/tenants/{tenant_id}/encounters/{encounter_id}/transcripts",
+            get(list_transcripts),
+        )
+        .route(
+            "/api/v1/tenants/{tenant_id}/transcripts/{transcript_id}",
+            get(get_transcript),
+        )
+        .route(
+            "/api/v1/tenants/{tenant_id}/encounters/{encounter_id}/notes",
+            get(list_notes),
+        )
+        .route("/api/v1/tenants/{tenant_id}/notes/{note_id}", get(get_note))
+        .route(
+            "/api/v1/tenants/{tenant_id}/notes/{note_id}/approve",
+            post(approve_note),
+        )
 }
 
 /// The upload route: its own body limit (the upload limit) and timeout, set in `layers`.
@@ -70,14 +92,25 @@ pub(crate) fn api() -> utoipa::openapi::OpenApi {
             retire_consent_text,
             upload_recording,
             list_recordings,
-            get_recording
+            get_recording,
+            recording_jobs,
+            list_transcripts,
+            get_transcript,
+            list_notes,
+            get_note,
+            approve_note
         ),
         components(schemas(
             ConsentView,
             NewConsentBody,
             ConsentTextView,
             NewConsentText,
-            RecordingView
+            RecordingView,
+            JobView,
+            TranscriptView,
+            SegmentView,
+            NoteView,
+            NoteSectionView
         ))
     )]
     struct Api;
@@ -536,7 +569,10 @@ pub(crate) async fn upload_recording(
             RECORDING_FIELDS,
         );
         s.audit.append_in(&st, &mut tx, event).await?;
+        // The transcription job commits with the recording: no recording without its job.
+        scribe::enqueue_transcription(&mut tx, received.id(), st.now()).await?;
         tx.commit().await?;
+        st.wake_workers();
         Ok::<_, ApiError>(rec)
     }
     .await;
@@ -601,4 +637,329 @@ pub(crate) async fn get_recording(
     );
     s.audit.record(&st, vec![event]).await?;
     Ok(Json(rec.into()))
+}
+
+#[derive(Deserialize)]
+pub(crate) struct TranscriptPath {
+    transcript_id: Uuid,
+}
+
+#[derive(Deserialize)]
+pub(crate) struct NotePath {
+    note_id: Uuid,
+}
+
+/// A pipeline job (no PHI: ids, kind, state, attempts, error code).
+#[derive(Serialize, ToSchema)]
+pub(crate) struct JobView {
+    id: Uuid,
+    /// `transcribe` or `generate_note`.
+    kind: String,
+    /// The recording (transcribe) or transcript (generate_note) it works on.
+    subject_id: Uuid,
+    /// `queued`, `running`, `succeeded` or `failed`.
+    state: String,
+    attempts: u32,
+    max_attempts: u32,
+    run_after: DateTime<Utc>,
+    /// The stable code of the last failure, if any.
+    last_error_code: Option<String>,
+    created_at: DateTime<Utc>,
+    finished_at: Option<DateTime<Utc>>,
+}
+
+impl From<phivault_pipeline::jobs::Job> for JobView {
+    fn from(j: phivault_pipeline::jobs::Job) -> Self {
+        JobView {
+            id: j.id,
+            kind: j.kind,
+            subject_id: j.subject,
+            state: j.state.as_str().into(),
+            attempts: j.attempts,
+            max_attempts: j.max_attempts,
+            run_after: j.run_after,
+            last_error_code: j.last_error_code,
+            created_at: j.created_at,
+            finished_at: j.finished_at,
+        }
+    }
+}
+
+/// The pipeline jobs of a recording and of its transcript, oldest first.
+#[utoipa::path(get, path = "/api/v1/tenants/{tenant_id}/recordings/{recording_id}/jobs", tag = "scribe",
+    params(("tenant_id" = Uuid, Path), ("recording_id" = Uuid, Path)),
+    responses((status = 200, body = Vec<JobView>), (status = 404, body = crate::error::ErrorBody)),
+    security(("bearer" = [])))]
+pub(crate) async fn recording_jobs(
+    State(st): State<AppState>,
+    s: Scoped<need::EncounterRead>,
+    ApiPath(path): ApiPath<RecordingPath>,
+) -> Result<Json<Vec<JobView>>, ApiError> {
+    let mut tx = s.scope.begin(&st.db, TxMode::Read).await?;
+    let rec = recordings::get(
+        &mut tx,
+        s.scope.practices(),
+        RecordingId::from_uuid(path.recording_id),
+    )
+    .await?;
+    let mut jobs = phivault_pipeline::jobs::for_subject(&mut tx, rec.id)
+        .await
+        .map_err(|_| ApiError::internal())?;
+    let of_recording: Vec<Uuid> = transcripts::for_encounter(
+        &mut tx,
+        s.scope.practices(),
+        EncounterId::from_uuid(rec.encounter_id),
+    )
+    .await?
+    .into_iter()
+    .filter(|t| t.recording_id == rec.id)
+    .map(|t| t.id)
+    .collect();
+    for t in of_recording {
+        jobs.extend(
+            phivault_pipeline::jobs::for_subject(&mut tx, t)
+                .await
+                .map_err(|_| ApiError::internal())?,
+        );
+    }
+    tx.commit().await?;
+    jobs.sort_by_key(|j| (j.created_at, j.id));
+    let event = s
+        .audit
+        .event(&st, Action::PhiRead, "recording_jobs", rec.id, &[]);
+    s.audit.record(&st, vec![event]).await?;
+    Ok(Json(jobs.into_iter().map(JobView::from).collect()))
+}
+
+/// A transcript segment (PHI).
+#[derive(Serialize, ToSchema)]
+pub(crate) struct SegmentView {
+    start_ms: u64,
+    end_ms: u64,
+    text: String,
+    /// `clinician`, `patient` or `other`, where the engine tells.
+    speaker: Option<String>,
+}
+
+/// A transcript: which engine and model made it, and its segments (PHI) when one is
+/// asked for by id.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct TranscriptView {
+    id: Uuid,
+    recording_id: Uuid,
+    encounter_id: Uuid,
+    engine: String,
+    model: String,
+    segment_count: i64,
+    created_at: DateTime<Utc>,
+    /// Set once retention deleted the content.
+    deleted_at: Option<DateTime<Utc>>,
+    segments: Option<Vec<SegmentView>>,
+}
+
+impl From<transcripts::StoredTranscript> for TranscriptView {
+    fn from(t: transcripts::StoredTranscript) -> Self {
+        TranscriptView {
+            id: t.id,
+            recording_id: t.recording_id,
+            encounter_id: t.encounter_id,
+            engine: t.engine,
+            model: t.model,
+            segment_count: t.segment_count,
+            created_at: t.created_at,
+            deleted_at: t.deleted_at,
+            segments: t.segments.map(|segments| {
+                segments
+                    .into_iter()
+                    .map(|s| SegmentView {
+                        start_ms: s.start_ms,
+                        end_ms: s.end_ms,
+                        text: s.text.expose().to_owned(),
+                        speaker: s.speaker.map(|r| {
+                            match r {
+                                phivault_transcribe::SpeakerRole::Clinician => "clinician",
+                                phivault_transcribe::SpeakerRole::Patient => "patient",
+                                phivault_transcribe::SpeakerRole::Other => "other",
+                            }
+                            .to_owned()
+                        }),
+                    })
+                    .collect()
+            }),
+        }
+    }
+}
+
+/// The transcripts of an encounter (without segments).
+#[utoipa::path(get, path = "/api/v1/tenants/{tenant_id}/encounters/{encounter_id}/transcripts", tag = "scribe",
+    params(("tenant_id" = Uuid, Path), ("encounter_id" = Uuid, Path)),
+    responses((status = 200, body = Vec<TranscriptView>), (status = 404, body = crate::error::ErrorBody)),
+    security(("bearer" = [])))]
+pub(crate) async fn list_transcripts(
+    State(st): State<AppState>,
+    s: Scoped<need::EncounterRead>,
+    ApiPath(path): ApiPath<EncounterPath>,
+) -> Result<Json<Vec<TranscriptView>>, ApiError> {
+    let encounter = EncounterId::from_uuid(path.encounter_id);
+    let mut tx = s.scope.begin(&st.db, TxMode::Read).await?;
+    let list = transcripts::for_encounter(&mut tx, s.scope.practices(), encounter).await?;
+    tx.commit().await?;
+    let event = s.audit.event(
+        &st,
+        Action::PhiRead,
+        "encounter_transcripts",
+        encounter,
+        &["engine", "model", "segment_count"],
+    );
+    s.audit.record(&st, vec![event]).await?;
+    Ok(Json(list.into_iter().map(TranscriptView::from).collect()))
+}
+
+/// One transcript with its segments.
+#[utoipa::path(get, path = "/api/v1/tenants/{tenant_id}/transcripts/{transcript_id}", tag = "scribe",
+    params(("tenant_id" = Uuid, Path), ("transcript_id" = Uuid, Path)),
+    responses((status = 200, body = TranscriptView), (status = 404, body = crate::error::ErrorBody)),
+    security(("bearer" = [])))]
+pub(crate) async fn get_transcript(
+    State(st): State<AppState>,
+    s: Scoped<need::EncounterRead>,
+    ApiPath(path): ApiPath<TranscriptPath>,
+) -> Result<Json<TranscriptView>, ApiError> {
+    let mut tx = s.scope.begin(&st.db, TxMode::Read).await?;
+    let t = transcripts::get(&mut tx, &st.keys, s.scope.practices(), path.transcript_id).await?;
+    tx.commit().await?;
+    let event = s
+        .audit
+        .event(&st, Action::PhiRead, "transcript", t.id, &["segments"]);
+    s.audit.record(&st, vec![event]).await?;
+    Ok(Json(t.into()))
+}
+
+/// One section of a note (PHI).
+#[derive(Serialize, ToSchema)]
+pub(crate) struct NoteSectionView {
+    /// The section's heading, e.g. `Subjective` or `Transport`.
+    heading: String,
+    text: String,
+    /// Indexes of the transcript segments it came from.
+    sources: Vec<usize>,
+}
+
+/// A note: its generator and status, and its sections (PHI) when one is asked for by id.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct NoteView {
+    id: Uuid,
+    transcript_id: Uuid,
+    encounter_id: Uuid,
+    /// `soap` or `draatt`.
+    kind: String,
+    generator: String,
+    model: Option<String>,
+    /// `draft` or `approved`.
+    status: String,
+    approved_by: Option<Uuid>,
+    approved_at: Option<DateTime<Utc>>,
+    created_at: DateTime<Utc>,
+    deleted_at: Option<DateTime<Utc>>,
+    sections: Option<Vec<NoteSectionView>>,
+    /// The whole note as plain text, for copying into an EHR.
+    text: Option<String>,
+}
+
+impl From<notes::StoredNote> for NoteView {
+    fn from(n: notes::StoredNote) -> Self {
+        let text = n
+            .note
+            .as_ref()
+            .map(|note| note.render_text().expose().to_owned());
+        NoteView {
+            id: n.id,
+            transcript_id: n.transcript_id,
+            encounter_id: n.encounter_id,
+            kind: n.kind,
+            generator: n.generator,
+            model: n.model,
+            status: n.status,
+            approved_by: n.approved_by,
+            approved_at: n.approved_at,
+            created_at: n.created_at,
+            deleted_at: n.deleted_at,
+            sections: n.note.map(|note| {
+                note.sections
+                    .into_iter()
+                    .map(|s| NoteSectionView {
+                        heading: s.heading.to_string(),
+                        text: s.text.expose().to_owned(),
+                        sources: s.sources,
+                    })
+                    .collect()
+            }),
+            text,
+        }
+    }
+}
+
+/// The notes of an encounter (without content).
+#[utoipa::path(get, path = "/api/v1/tenants/{tenant_id}/encounters/{encounter_id}/notes", tag = "scribe",
+    params(("tenant_id" = Uuid, Path), ("encounter_id" = Uuid, Path)),
+    responses((status = 200, body = Vec<NoteView>), (status = 404, body = crate::error::ErrorBody)),
+    security(("bearer" = [])))]
+pub(crate) async fn list_notes(
+    State(st): State<AppState>,
+    s: Scoped<need::EncounterRead>,
+    ApiPath(path): ApiPath<EncounterPath>,
+) -> Result<Json<Vec<NoteView>>, ApiError> {
+    let encounter = EncounterId::from_uuid(path.encounter_id);
+    let mut tx = s.scope.begin(&st.db, TxMode::Read).await?;
+    let list = notes::for_encounter(&mut tx, &st.keys, s.scope.practices(), encounter).await?;
+    tx.commit().await?;
+    let event = s.audit.event(
+        &st,
+        Action::PhiRead,
+        "encounter_notes",
+        encounter,
+        &["kind", "status"],
+    );
+    s.audit.record(&st, vec![event]).await?;
+    Ok(Json(list.into_iter().map(NoteView::from).collect()))
+}
+
+/// One note with its sections.
+#[utoipa::path(get, path = "/api/v1/tenants/{tenant_id}/notes/{note_id}", tag = "scribe",
+    params(("tenant_id" = Uuid, Path), ("note_id" = Uuid, Path)),
+    responses((status = 200, body = NoteView), (status = 404, body = crate::error::ErrorBody)),
+    security(("bearer" = [])))]
+pub(crate) async fn get_note(
+    State(st): State<AppState>,
+    s: Scoped<need::EncounterRead>,
+    ApiPath(path): ApiPath<NotePath>,
+) -> Result<Json<NoteView>, ApiError> {
+    let mut tx = s.scope.begin(&st.db, TxMode::Read).await?;
+    let n = notes::get(&mut tx, &st.keys, s.scope.practices(), path.note_id).await?;
+    tx.commit().await?;
+    let event = s.audit.event(&st, Action::PhiRead, "note", n.id, &["body"]);
+    s.audit.record(&st, vec![event]).await?;
+    Ok(Json(n.into()))
+}
+
+/// Approves a draft note (once).
+#[utoipa::path(post, path = "/api/v1/tenants/{tenant_id}/notes/{note_id}/approve", tag = "scribe",
+    params(("tenant_id" = Uuid, Path), ("note_id" = Uuid, Path)),
+    responses((status = 204), (status = 404, body = crate::error::ErrorBody),
+              (status = 409, description = "note_not_draft", body = crate::error::ErrorBody)),
+    security(("bearer" = [])))]
+pub(crate) async fn approve_note(
+    State(st): State<AppState>,
+    s: Scoped<need::NoteReview>,
+    ApiPath(path): ApiPath<NotePath>,
+) -> Result<StatusCode, ApiError> {
+    let by = user(&s)?;
+    let mut tx = s.scope.begin(&st.db, TxMode::Write).await?;
+    notes::approve(&mut tx, s.scope.practices(), path.note_id, by, st.now()).await?;
+    let event = s
+        .audit
+        .event(&st, Action::NoteApproved, "note", path.note_id, &["status"]);
+    s.audit.append_in(&st, &mut tx, event).await?;
+    tx.commit().await?;
+    Ok(StatusCode::NO_CONTENT)
 }

@@ -1,0 +1,427 @@
+//! The scribe pipeline end to end, through the binary: a synthetic doctor–patient
+//! dialogue is spoken by hibari-tts, uploaded for an encounter with consent, transcribed
+//! by pocketsphinx, turned into a SOAP note and approved, and every step is in the audit
+//! trail in order. And a worker killed in the middle of a job (a real SIGKILL) leaves a
+//! job that another worker finishes, once.
+//!
+//! Needs Debian's sox, pocketsphinx and pocketsphinx-en-us, and PHIVAULT_TEST_TTS_PYTHON
+//! (a python with hibari-tts); scripts/test provides them.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use support::{Backend, Server, Site, TenantFixture, patient_json};
+
+fn run(cmd: &mut Command) {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Speaks the synthetic sentences into one 16 kHz mono WAV, a second of silence apart.
+fn dialogue(dir: &Path, sentences: &[&str]) -> PathBuf {
+    let python = std::env::var("PHIVAULT_TEST_TTS_PYTHON").unwrap_or_else(|_| {
+        panic!("PHIVAULT_TEST_TTS_PYTHON is not set: run scripts/test, or point it at a python with hibari-tts")
+    });
+    let pause = dir.join("pause.wav");
+    run(Command::new("sox")
+        .args(["-n", "-r", "24000", "-c", "1"])
+        .arg(&pause)
+        .args(["trim", "0", "1"]));
+    let mut parts = Vec::new();
+    for (i, text) in sentences.iter().enumerate() {
+        let part = dir.join(format!("s{i}.wav"));
+        run(Command::new(&python)
+            .args(["-m", "hibari.cli", text, "--seed", "1", "-o"])
+            .arg(&part));
+        parts.push(part);
+        parts.push(pause.clone());
+    }
+    let out = dir.join("dialogue.wav");
+    run(Command::new("sox")
+        .args(&parts)
+        .args(["-r", "16000", "-c", "1", "-b", "16"])
+        .arg(&out));
+    out
+}
+
+async fn upload(server: &Server, t: &TenantFixture, encounter: &str, wav: &[u8]) -> Value {
+    let rb = server
+        .request(
+            reqwest::Method::POST,
+            &t.path(&format!("encounters/{encounter}/recordings")),
+        )
+        .bearer_auth(&t.owner_token)
+        .header("x-content-sha256", hex::encode(Sha256::digest(wav)))
+        .body(wav.to_vec());
+    server.send(rb).await.expect(201).json()
+}
+
+/// Waits until every job of the recording is finished; returns them.
+async fn jobs_done(server: &Server, t: &TenantFixture, recording: &str, want: usize) -> Vec<Value> {
+    let started = Instant::now();
+    loop {
+        let jobs = server
+            .get(
+                &t.path(&format!("recordings/{recording}/jobs")),
+                Some(&t.owner_token),
+            )
+            .await
+            .expect(200)
+            .json();
+        let jobs = jobs.as_array().unwrap().clone();
+        let finished = jobs
+            .iter()
+            .filter(|j| j["state"] == "succeeded" || j["state"] == "failed")
+            .count();
+        if jobs.len() >= want && finished == jobs.len() {
+            return jobs;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(240),
+            "jobs not done after 240 s: {jobs:?}\n{}",
+            server.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+async fn encounter_with_consent(server: &Server, site: &Site, t: &TenantFixture) -> String {
+    let practice = site.practice(&t.id, "Synthetic Scribe Practice");
+    let patient = server
+        .create_patient(
+            &t.id,
+            &t.owner_token,
+            &patient_json(
+                &practice,
+                "SYN-SCRIBE-1",
+                "Synthetic",
+                "Patient",
+                "1968-03-03",
+            ),
+        )
+        .await;
+    let encounter = server
+        .create_encounter(
+            &t.id,
+            &t.owner_token,
+            patient["id"].as_str().unwrap(),
+            "synthetic visit",
+        )
+        .await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    server
+        .post_json(
+            &t.path(&format!("encounters/{encounter}/consents")),
+            Some(&t.owner_token),
+            &json!({"method": "verbal", "jurisdiction": "US-WA", "all_parties_consented": true}),
+        )
+        .await
+        .expect(201);
+    encounter
+}
+
+async fn dialogue_to_approved_note(backend: Backend) {
+    let site = Site::new(backend).await;
+    let t = site.tenant("scribe", "Synthetic Scribe Clinic");
+    let server = site.serve();
+    let encounter = encounter_with_consent(&server, &site, &t).await;
+    let dir = tempfile::tempdir().unwrap();
+    let wav = std::fs::read(dialogue(
+        dir.path(),
+        &[
+            "The patient reports chest pain for two days.",
+            "Blood pressure is one twenty over eighty.",
+            "This is likely muscle strain.",
+            "We will prescribe ibuprofen and follow up in two weeks.",
+        ],
+    ))
+    .unwrap();
+
+    let rec = upload(&server, &t, &encounter, &wav).await;
+    let recording = rec["id"].as_str().unwrap().to_string();
+    let jobs = jobs_done(&server, &t, &recording, 2).await;
+    assert_eq!(jobs.len(), 2, "{jobs:?}");
+    for j in &jobs {
+        assert_eq!(j["state"], "succeeded", "{j}");
+        assert_eq!(j["attempts"], 1, "{j}");
+    }
+    assert_eq!(jobs[0]["kind"], "transcribe");
+    assert_eq!(jobs[1]["kind"], "generate_note");
+
+    // The transcript: pocketsphinx, with times, the sentences word for word.
+    let list = server
+        .get(
+            &t.path(&format!("encounters/{encounter}/transcripts")),
+            Some(&t.owner_token),
+        )
+        .await
+        .expect(200)
+        .json();
+    let transcript_id = list[0]["id"].as_str().unwrap().to_string();
+    assert_eq!(list[0]["engine"], "pocketsphinx");
+    assert!(list[0]["segments"].is_null(), "lists carry no segments");
+    let transcript = server
+        .get(
+            &t.path(&format!("transcripts/{transcript_id}")),
+            Some(&t.owner_token),
+        )
+        .await
+        .expect(200)
+        .json();
+    let segments = transcript["segments"].as_array().unwrap();
+    let mut last_end = 0;
+    for s in segments {
+        let (start, end) = (
+            s["start_ms"].as_u64().unwrap(),
+            s["end_ms"].as_u64().unwrap(),
+        );
+        assert!(start >= last_end.min(start) && end >= start, "{s}");
+        last_end = end;
+    }
+    let text: String = segments
+        .iter()
+        .map(|s| s["text"].as_str().unwrap().to_lowercase())
+        .collect::<Vec<_>>()
+        .join(" ");
+    assert!(
+        text.contains("the patient reports chest pain for two days"),
+        "transcript: {text}"
+    );
+
+    // The note: SOAP, drafted by the rules, the complaint in Subjective.
+    let notes = server
+        .get(
+            &t.path(&format!("encounters/{encounter}/notes")),
+            Some(&t.owner_token),
+        )
+        .await
+        .expect(200)
+        .json();
+    let note_id = notes[0]["id"].as_str().unwrap().to_string();
+    let note = server
+        .get(&t.path(&format!("notes/{note_id}")), Some(&t.owner_token))
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(note["kind"], "soap");
+    assert_eq!(note["generator"], "rules");
+    assert_eq!(note["status"], "draft");
+    let sections = note["sections"].as_array().unwrap();
+    let headings: Vec<&str> = sections
+        .iter()
+        .map(|s| s["heading"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        headings,
+        ["Subjective", "Objective", "Assessment", "Plan"],
+        "{note}"
+    );
+    assert!(
+        sections[0]["text"]
+            .as_str()
+            .unwrap()
+            .to_lowercase()
+            .contains("chest pain"),
+        "{note}"
+    );
+
+    server
+        .post_json(
+            &t.path(&format!("notes/{note_id}/approve")),
+            Some(&t.owner_token),
+            &json!({}),
+        )
+        .await
+        .expect(204);
+    server
+        .post_json(
+            &t.path(&format!("notes/{note_id}/approve")),
+            Some(&t.owner_token),
+            &json!({}),
+        )
+        .await
+        .expect_error(409, "note_not_draft");
+
+    // The audit trail holds every step, in order, and no content.
+    let audit = server
+        .get(&t.path("audit?limit=200"), Some(&t.owner_token))
+        .await
+        .expect(200)
+        .json();
+    let actions: Vec<String> = audit["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap_or_default().to_string())
+        .collect();
+    let order = [
+        "recording.created",
+        "transcription.started",
+        "transcription.completed",
+        "note.generated",
+        "note.approved",
+    ];
+    let positions: Vec<usize> = order
+        .iter()
+        .map(|a| {
+            actions
+                .iter()
+                .position(|x| x == a)
+                .unwrap_or_else(|| panic!("{a} missing from {actions:?}"))
+        })
+        .collect();
+    let mut sorted = positions.clone();
+    sorted.sort();
+    // The list may be newest first or oldest first; either way the steps are monotone.
+    let mut reversed = sorted.clone();
+    reversed.reverse();
+    assert!(positions == sorted || positions == reversed, "{actions:?}");
+    let raw = audit.to_string().to_lowercase();
+    assert!(
+        !raw.contains("chest pain"),
+        "transcript text in the audit trail"
+    );
+    // And none in the server's log.
+    assert!(!server.stderr().to_lowercase().contains("chest pain"));
+}
+
+#[tokio::test]
+async fn sqlite_dialogue_to_approved_note() {
+    dialogue_to_approved_note(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn postgres_dialogue_to_approved_note() {
+    dialogue_to_approved_note(Backend::Postgres).await;
+}
+
+/// A transcription "engine" for the kill test: a shell script that waits for a file
+/// before answering (so the test decides when it finishes) and prints segments.
+fn engine_script(dir: &Path, name: &str, gate: &Path) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(
+        &path,
+        format!(
+            "#!/bin/sh\n# synthetic test engine: waits for {gate}, then answers\n\
+             while [ ! -e '{gate}' ]; do sleep 0.1; done\n\
+             size=$(wc -c < \"$1\")\n\
+             printf '[{{\"start_ms\":0,\"end_ms\":1000,\"text\":\"synthetic words %s\"}}]' \"$size\"\n",
+            gate = gate.display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+fn worker(site: &Site, engine: &Path) -> std::process::Child {
+    site.command(&["worker"])
+        .env("PHIVAULT_SCRIBE_ENGINE", "command")
+        .env("PHIVAULT_SCRIBE_COMMAND_PROGRAM", engine)
+        .env("PHIVAULT_SCRIBE_COMMAND_ARGS", r#"["{input}"]"#)
+        .env("PHIVAULT_SCRIBE_COMMAND_OUTPUT", "segments-json")
+        .env("PHIVAULT_SCRIBE_LEASE_SECS", "5")
+        .env("PHIVAULT_SCRIBE_POLL_SECS", "1")
+        .env("PHIVAULT_LOG_FORMAT", "json")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start phivault worker")
+}
+
+async fn killed_worker_job_finishes_once(backend: Backend) {
+    let site = Site::new(backend).await;
+    let t = site.tenant("scribe-kill", "Synthetic Kill Clinic");
+    let server = site.serve_with(&[("PHIVAULT_SCRIBE_IN_PROCESS_WORKER", "false")]);
+    let encounter = encounter_with_consent(&server, &site, &t).await;
+    let dir = tempfile::tempdir().unwrap();
+    let tone = dir.path().join("tone.wav");
+    run(Command::new("sox")
+        .args(["-n", "-r", "16000", "-c", "1", "-b", "16"])
+        .arg(&tone)
+        .args(["synth", "2", "sine", "300"]));
+    let wav = std::fs::read(&tone).unwrap();
+    let rec = upload(&server, &t, &encounter, &wav).await;
+    let recording = rec["id"].as_str().unwrap().to_string();
+
+    // The first worker claims the job and blocks in its engine; it is then killed.
+    let never = dir.path().join("never");
+    let mut first = worker(&site, &engine_script(dir.path(), "slow.sh", &never));
+    let started = Instant::now();
+    loop {
+        let jobs = server
+            .get(
+                &t.path(&format!("recordings/{recording}/jobs")),
+                Some(&t.owner_token),
+            )
+            .await
+            .expect(200)
+            .json();
+        if jobs[0]["state"] == "running" {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "never claimed: {jobs}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    first.kill().unwrap();
+    let status = first.wait().unwrap();
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(status.signal(), Some(9));
+
+    // A second worker takes it over once the lease has run out, and finishes it.
+    let open = dir.path().join("open");
+    std::fs::write(&open, b"").unwrap();
+    let mut second = worker(&site, &engine_script(dir.path(), "fast.sh", &open));
+    let jobs = jobs_done(&server, &t, &recording, 2).await;
+    let _ = second.kill();
+    let _ = second.wait();
+    assert_eq!(jobs[0]["kind"], "transcribe");
+    assert_eq!(jobs[0]["state"], "succeeded", "{jobs:?}");
+    assert_eq!(jobs[0]["attempts"], 2, "{jobs:?}");
+    assert_eq!(jobs[1]["state"], "succeeded", "{jobs:?}");
+    let transcripts = server
+        .get(
+            &t.path(&format!("encounters/{encounter}/transcripts")),
+            Some(&t.owner_token),
+        )
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(transcripts.as_array().unwrap().len(), 1, "{transcripts}");
+    let notes = server
+        .get(
+            &t.path(&format!("encounters/{encounter}/notes")),
+            Some(&t.owner_token),
+        )
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(notes.as_array().unwrap().len(), 1, "{notes}");
+}
+
+#[tokio::test]
+async fn sqlite_killed_worker_job_finishes_once() {
+    killed_worker_job_finishes_once(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn postgres_killed_worker_job_finishes_once() {
+    killed_worker_job_finishes_once(Backend::Postgres).await;
+}
