@@ -81,8 +81,9 @@ pub enum Error {
         /// What went wrong.
         reason: EngineFailure,
         /// The last few hundred characters of the program's stderr, reduced to printable
-        /// ASCII, for operators' diagnosis. Shown by `Debug`, never by the message.
-        stderr_tail: Option<String>,
+        /// ASCII, for an operator's diagnosis. An engine may echo what it heard there, so
+        /// neither `Debug` nor the message shows it: only [`StderrTail::expose`] does.
+        stderr_tail: Option<StderrTail>,
     },
     /// A fault in this crate or a library it uses, not in the input.
     #[error("internal error in audio processing")]
@@ -116,3 +117,26 @@ impl Error {
 
 /// This crate's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// An engine's stderr tail, withheld from `Debug` and `Display` (it may hold words the
+/// engine heard).
+#[derive(Clone, PartialEq, Eq)]
+pub struct StderrTail(String);
+
+impl StderrTail {
+    /// Wraps a sanitized tail.
+    pub(crate) fn new(tail: String) -> StderrTail {
+        StderrTail(tail)
+    }
+
+    /// The tail, for an operator's deliberate look (never for logs).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for StderrTail {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "StderrTail(<withheld, {} chars>)", self.0.len())
+    }
+}

@@ -44,5 +44,5 @@ mod process;
 pub use audio::{AudioInfo, TARGET_RATE, decode_mono_16k, probe, probe_reader, write_wav_16k};
 pub use command::{CommandConfig, CommandTranscriber, OutputFormat, PrivateDir};
 pub use engine::{PhiText, Segment, SpeakerRole, Transcriber, Transcript};
-pub use error::{EngineFailure, Error, Result};
+pub use error::{EngineFailure, Error, Result, StderrTail};
 pub use pocketsphinx::{PocketSphinx, PocketSphinxConfig};

@@ -17,7 +17,7 @@ const STDERR_TAIL_CHARS: usize = 300;
 pub(crate) struct Finished {
     pub status: ExitStatus,
     pub stdout: Vec<u8>,
-    pub stderr_tail: Option<String>,
+    pub stderr_tail: Option<crate::error::StderrTail>,
 }
 
 impl Finished {
@@ -74,7 +74,7 @@ pub(crate) async fn run(
             return Ok(Finished {
                 status,
                 stdout,
-                stderr_tail: sanitize_tail(&stderr_buf),
+                stderr_tail: sanitize_tail(&stderr_buf).map(crate::error::StderrTail::new),
             });
         }
         Ok(Err(reason)) => reason,
@@ -84,7 +84,7 @@ pub(crate) async fn run(
     let _ = child.kill().await;
     Err(Error::EngineFailed {
         reason: failure,
-        stderr_tail: sanitize_tail(&stderr_buf),
+        stderr_tail: sanitize_tail(&stderr_buf).map(crate::error::StderrTail::new),
     })
 }
 
