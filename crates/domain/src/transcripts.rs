@@ -200,7 +200,7 @@ pub async fn for_encounter(
     encounter: EncounterId,
 ) -> Result<Vec<StoredTranscript>> {
     crate::consent::ensure_encounter(tx, scope, encounter).await?;
-    let rows: Vec<(Uuid, Uuid, Uuid, Uuid, String, String, i64, DateTime<Utc>, Option<DateTime<Utc>>)> = tx
+    let rows: Vec<ListRow> = tx
         .query(
             "SELECT id, recording_id, encounter_id, practice_id, engine, model, segment_count, created_at, deleted_at
              FROM transcripts WHERE tenant_id = $1 AND encounter_id = $2 ORDER BY created_at, id",
@@ -211,16 +211,29 @@ pub async fn for_encounter(
     Ok(rows
         .into_iter()
         .map(|r| StoredTranscript {
-            id: r.0,
-            recording_id: r.1,
-            encounter_id: r.2,
-            practice_id: r.3,
-            engine: r.4,
-            model: r.5,
-            segment_count: r.6,
-            created_at: r.7,
-            deleted_at: r.8,
+            id: r.id,
+            recording_id: r.recording_id,
+            encounter_id: r.encounter_id,
+            practice_id: r.practice_id,
+            engine: r.engine,
+            model: r.model,
+            segment_count: r.segment_count,
+            created_at: r.created_at,
+            deleted_at: r.deleted_at,
             segments: None,
         })
         .collect())
+}
+
+#[derive(sqlx::FromRow)]
+struct ListRow {
+    id: Uuid,
+    recording_id: Uuid,
+    encounter_id: Uuid,
+    practice_id: Uuid,
+    engine: String,
+    model: String,
+    segment_count: i64,
+    created_at: DateTime<Utc>,
+    deleted_at: Option<DateTime<Utc>>,
 }
