@@ -12,7 +12,9 @@
 //! The real-time factor is processing time over audio duration. PocketSphinx runs as one
 //! process per file and loads its model every time, so the time it takes on half a second
 //! of silence (median of three) is reported as the per-file start-up cost and subtracted
-//! for the factor "without model load".
+//! for the factor "without model load". Reference words missing from the engine's
+//! language model (which it can never output) are counted per utterance, to tell
+//! vocabulary errors from acoustic ones.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -151,19 +153,25 @@ fn read_set(dir: &Path) -> Result<Vec<(PathBuf, String)>> {
     Ok(out)
 }
 
-/// The words of PocketSphinx's pronouncing dictionary (alternates folded), to count
-/// reference words the engine cannot produce at all.
-fn dictionary_words(dict: &Path) -> Option<HashSet<String>> {
-    let text = std::fs::read_to_string(dict).ok()?;
-    Some(
-        text.lines()
-            .filter_map(|l| l.split_whitespace().next())
-            .map(|w| match w.split_once('(') {
-                Some((base, _)) => base.to_lowercase(),
-                None => w.to_lowercase(),
-            })
-            .collect(),
-    )
+/// The vocabulary of PocketSphinx's language model, to count reference words the engine
+/// cannot produce at all (its pronouncing dictionary is far larger: a word can be there
+/// and still never be recognised). The binary trie file (`Trie Language Model`) ends with
+/// its words, NUL-separated; `None` for any other format.
+fn lm_vocabulary(lm: &Path) -> Option<HashSet<String>> {
+    let bytes = std::fs::read(lm).ok()?;
+    if !bytes.starts_with(b"Trie Language Model") {
+        return None;
+    }
+    let start = bytes
+        .iter()
+        .rposition(|&b| b != 0 && !(b' '..=b'~').contains(&b))
+        .map_or(0, |i| i + 1);
+    let words: HashSet<String> = bytes[start..]
+        .split(|&b| b == 0)
+        .filter(|w| !w.is_empty())
+        .map(|w| String::from_utf8_lossy(w).to_lowercase())
+        .collect();
+    (words.len() > 1000).then_some(words)
 }
 
 /// Times of one file through the server's path.
@@ -234,7 +242,7 @@ pub async fn run(args: TranscribeArgs) -> Result<()> {
             "PocketSphinx is not installed (Debian packages pocketsphinx and pocketsphinx-en-us)",
         )?,
     };
-    let dictionary = dictionary_words(&config.model_dir.join("cmudict-en-us.dict"));
+    let vocabulary = lm_vocabulary(&config.model_dir.join("en-us.lm.bin"));
     println!(
         "phivault bench transcribe: {} utterances from {}, engine {} ({}), one file at a time",
         set.len(),
@@ -261,7 +269,7 @@ pub async fn run(args: TranscribeArgs) -> Result<()> {
         let reference = normalise(reference);
         let t = transcribe_one(&engine, path).await?;
         let e = align(&reference, &t.hypothesis);
-        let missing = dictionary
+        let missing = vocabulary
             .as_ref()
             .map(|d| reference.iter().filter(|w| !d.contains(*w)).count());
         let name = path
@@ -332,9 +340,9 @@ pub async fn run(args: TranscribeArgs) -> Result<()> {
         "mean of per-utterance WER, %             {:>10.1}",
         wer_sum / f64::from(n)
     );
-    if dictionary.is_some() {
+    if vocabulary.is_some() {
         println!(
-            "reference words not in the engine's dictionary: {oov} of {words} ({:.1} %)",
+            "reference words not in the language model (OOV): {oov} of {words} ({:.1} %)",
             pct(oov, words)
         );
     }
@@ -393,6 +401,24 @@ mod tests {
         let a = w("k i t t e n");
         let b = w("s i t t i n g");
         assert_eq!(align(&a, &b).total(), 3);
+    }
+
+    #[test]
+    fn reads_the_vocabulary_at_the_end_of_a_trie_model() {
+        let dir = tempfile::tempdir().unwrap();
+        let lm = dir.path().join("x.lm.bin");
+        let mut bytes = b"Trie Language Model\0\x07\x00\x91\xfe".to_vec();
+        for i in 0..1200 {
+            bytes.extend_from_slice(format!("w{i}\0").as_bytes());
+        }
+        bytes.extend_from_slice(b"cough\0</s>\0");
+        std::fs::write(&lm, &bytes).unwrap();
+        let v = lm_vocabulary(&lm).unwrap();
+        assert!(v.contains("cough") && v.contains("w0") && v.contains("w1199"));
+        assert!(!v.contains("amoxicillin"));
+        assert_eq!(v.len(), 1202);
+        std::fs::write(&lm, b"ARPA text, not a trie").unwrap();
+        assert!(lm_vocabulary(&lm).is_none());
     }
 
     #[test]

@@ -625,7 +625,8 @@ mod tests {
         assert_eq!(bytes.len() as u64, total);
         let info = phivault_transcribe::probe_reader(Box::new(std::io::Cursor::new(bytes.clone())))
             .expect("probe");
-        assert_eq!(info.container, "wav");
+        assert_eq!(info.container, "wave");
+        assert_eq!(info.codec, "pcm_s16le");
         assert_eq!(info.sample_rate, RATE);
         assert_eq!(info.channels, CHANNELS);
         let frames = (total - HEADER_LEN as u64) / 4;

@@ -116,20 +116,16 @@ pub async fn run(config: Config) -> Result<()> {
     }
     spawn_e2e_sweeper(db.clone(), state.auditor.clone(), sweep_every);
     if config.scribe.in_process_worker {
-        match crate::worker::scribe(
+        let scribe = crate::worker::scribe(
             &config,
             keys.clone(),
             objects.clone(),
             state.auditor.clone(),
         )
-        .await?
-        {
-            Some(scribe) => {
-                let waker =
-                    crate::worker::spawn(&config, db.clone(), scribe, std::future::pending())?;
-                state = state.with_worker_waker(waker);
-            }
-            None => {}
+        .await?;
+        if let Some(scribe) = scribe {
+            let waker = crate::worker::spawn(&config, db.clone(), scribe, std::future::pending())?;
+            state = state.with_worker_waker(waker);
         }
     }
     let state = state

@@ -39,7 +39,15 @@ impl ObjectStoreConfig {
                 std::fs::create_dir_all(root).map_err(|e| {
                     StoreError::ObjectConfig(format!("cannot create {}: {e}", root.display()))
                 })?;
-                Ok(Arc::new(LocalFileSystem::new_with_prefix(root)?))
+                // fsync: an object's database row commits durably (SQLite synchronous=FULL),
+                // so its bytes must be on disk before the row can say they are stored, as
+                // a remote store guarantees; and automatic cleanup removes the directories
+                // that deletions empty.
+                Ok(Arc::new(
+                    LocalFileSystem::new_with_prefix(root)?
+                        .with_fsync(true)
+                        .with_automatic_cleanup(true),
+                ))
             }
             ObjectStoreConfig::S3(s3) => {
                 if s3.bucket.is_empty() {
@@ -197,11 +205,14 @@ impl ObjectStorage {
     /// [`ObjectWriter::abort`] discards what was staged.
     pub fn writer(&self, key: &ObjectKey) -> ObjectWriter {
         ObjectWriter {
+            // Two parts in flight keep S3 busy while the next fills; more only adds
+            // memory (each is WRITE_BUFFER), and local writes gain nothing from it.
             inner: BufWriter::with_capacity(
                 Arc::clone(&self.store),
                 key.path.clone(),
                 WRITE_BUFFER,
-            ),
+            )
+            .with_max_concurrency(2),
         }
     }
 
