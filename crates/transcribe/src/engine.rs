@@ -93,7 +93,7 @@ impl Transcript {
     }
 }
 
-/// A speech-to-text engine running on this machine.
+/// A speech-to-text engine: a local program or model, or a vendor service under a BAA.
 #[async_trait]
 pub trait Transcriber: Send + Sync {
     /// Short engine name, e.g. "pocketsphinx" or "command".

@@ -21,6 +21,8 @@ pub enum EngineFailure {
     OutputTooLarge,
     /// Its private working directory could not be prepared.
     WorkDir,
+    /// A cloud transcription job ended in failure.
+    JobFailed,
 }
 
 impl fmt::Display for EngineFailure {
@@ -36,6 +38,7 @@ impl fmt::Display for EngineFailure {
             Self::MalformedOutput => f.write_str("its output was malformed"),
             Self::OutputTooLarge => f.write_str("its output was too large"),
             Self::WorkDir => f.write_str("its private working directory could not be prepared"),
+            Self::JobFailed => f.write_str("the cloud job failed"),
         }
     }
 }
@@ -85,6 +88,19 @@ pub enum Error {
         /// neither `Debug` nor the message shows it: only [`StderrTail::expose`] does.
         stderr_tail: Option<StderrTail>,
     },
+    /// A cloud engine was asked to run without a clearance for the tenant: PHI mode on and
+    /// the vendor registered with a BAA on file. Raised before any network call.
+    #[error("the transcription vendor is not cleared for this tenant")]
+    VendorNotCleared,
+    /// A call to a cloud service (object storage or the transcription API) failed.
+    #[error("a call to the transcription vendor failed ({operation}: {kind})")]
+    VendorCall {
+        /// The operation, e.g. "StartMedicalScribeJob" or "S3 PutObject".
+        operation: &'static str,
+        /// The service's error code ("AccessDeniedException") or the kind of failure
+        /// ("timeout", "connection"); never content.
+        kind: String,
+    },
     /// A fault in this crate or a library it uses, not in the input.
     #[error("internal error in audio processing")]
     Internal(&'static str),
@@ -103,6 +119,8 @@ impl Error {
             Self::EngineUnavailable => "engine_unavailable",
             Self::EngineMisconfigured(_) => "engine_misconfigured",
             Self::EngineFailed { .. } => "engine_failed",
+            Self::VendorNotCleared => "vendor_not_cleared",
+            Self::VendorCall { .. } => "vendor_call_failed",
             Self::Internal(_) => "internal_error",
         }
     }

@@ -1,5 +1,6 @@
 //! Transcription for phivault: turns an uploaded recording of a clinical conversation into
-//! timed text segments, on this machine only.
+//! timed text segments, on this machine, or, for a tenant cleared to send PHI to AWS,
+//! with AWS HealthScribe ([`HealthScribe`], see `docs/healthscribe.md`).
 //!
 //! Three steps, each its own function so the server can run them where it wants:
 //! [`probe`] (or [`probe_reader`], on an upload as it streams in) validates an upload
@@ -38,6 +39,7 @@ mod audio;
 mod command;
 mod engine;
 mod error;
+mod healthscribe;
 mod pocketsphinx;
 mod process;
 
@@ -45,4 +47,8 @@ pub use audio::{AudioInfo, TARGET_RATE, decode_mono_16k, probe, probe_reader, wr
 pub use command::{CommandConfig, CommandTranscriber, OutputFormat, PrivateDir};
 pub use engine::{PhiText, Segment, SpeakerRole, Transcriber, Transcript};
 pub use error::{EngineFailure, Error, Result, StderrTail};
+pub use healthscribe::{
+    HealthScribe, HealthScribeClearance, HealthScribeConfig, ScribeMedia, ScribeSettings,
+    ScribeTag, StartMedicalScribeJobRequest, build_request, parse_transcript,
+};
 pub use pocketsphinx::{PocketSphinx, PocketSphinxConfig};
