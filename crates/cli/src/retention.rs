@@ -189,7 +189,6 @@ async fn delete_one(
 /// with its audit event. Returns how many items (recordings, transcripts, notes,
 /// utterances) were deleted. An item that fails is logged and left for the next sweep;
 /// the sweep goes on and reports the failures at the end.
-#[allow(dead_code, reason = "called by `serve` once it runs this sweeper")]
 pub async fn sweep(
     db: &Db,
     keys: &KeyService,
@@ -226,7 +225,6 @@ pub async fn sweep(
 }
 
 /// Runs [`sweep`] every `every` for as long as the server runs.
-#[allow(dead_code, reason = "called by `serve` once it runs this sweeper")]
 pub fn spawn_sweeper(
     db: Db,
     keys: Arc<KeyService>,

@@ -114,7 +114,13 @@ pub async fn run(config: Config) -> Result<()> {
             "mail: sign-in links are sent over SMTP"
         ),
     }
-    spawn_e2e_sweeper(db.clone(), state.auditor.clone(), sweep_every);
+    crate::retention::spawn_sweeper(
+        db.clone(),
+        keys.clone(),
+        objects.clone(),
+        state.auditor.clone(),
+        sweep_every,
+    );
     if config.scribe.in_process_worker {
         let scribe = crate::worker::scribe(
             &config,
@@ -163,69 +169,6 @@ pub async fn run(config: Config) -> Result<()> {
     db.close().await;
     tracing::info!("phivault stopped");
     Ok(())
-}
-
-/// Runs [`sweep_e2e`] every `every` for as long as the server runs.
-fn spawn_e2e_sweeper(db: phivault_store::Db, auditor: phivault_audit::Auditor, every: Duration) {
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(every);
-        loop {
-            tick.tick().await;
-            match sweep_e2e(&db, &auditor, chrono::Utc::now()).await {
-                Ok(0) => {}
-                Ok(n) => tracing::info!(deleted = n, "e2e retention: utterances deleted"),
-                // Retried on the next tick; the utterances stay until a sweep succeeds.
-                Err(e) => tracing::error!(error = %e, "e2e retention sweep failed"),
-            }
-        }
-    });
-}
-
-/// Deletes every tenant's end-to-end utterances older than its retention window, each
-/// session's deletion audited (`retention.object.deleted`) in the same transaction.
-/// Returns how many utterances were deleted.
-pub async fn sweep_e2e(
-    db: &phivault_store::Db,
-    auditor: &phivault_audit::Auditor,
-    now: chrono::DateTime<chrono::Utc>,
-) -> Result<u64> {
-    use phivault_audit::{Action, Actor, ActorKind, AuditEvent, Outcome, Resource, Source};
-    let mut p = db.begin_platform(phivault_store::TxMode::Read).await?;
-    let tenants = phivault_domain::tenants::list(&mut p).await?;
-    p.commit().await?;
-    let mut total = 0;
-    for t in tenants {
-        let mut tx = db.begin_tenant(t.id, phivault_store::TxMode::Write).await?;
-        let swept = phivault_domain::e2e::sweep(&mut tx, now).await?;
-        for (session, n) in swept {
-            total += n;
-            let event = AuditEvent {
-                sequence: 0,
-                time: now,
-                tenant: Some(t.id),
-                actor: Actor {
-                    kind: ActorKind::System,
-                    id: "retention".into(),
-                    role: String::new(),
-                },
-                source: Source::default(),
-                action: Action::RetentionObjectDeleted,
-                resource: Resource {
-                    kind: "e2e_session".into(),
-                    id: session.to_string(),
-                },
-                fields: vec!["ciphertext".into()],
-                outcome: Outcome::Success,
-                reason: Some(format!("{n} utterances past the retention window")),
-                request_id: String::new(),
-                before: None,
-                after: None,
-            };
-            auditor.append_in(&mut tx, event).await?;
-        }
-        tx.commit().await?;
-    }
-    Ok(total)
 }
 
 async fn shutdown_signal() {

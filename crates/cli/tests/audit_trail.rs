@@ -241,6 +241,46 @@ fn walk(f: &Fixture) -> BTreeMap<(&'static str, &'static str), (String, Option<V
     );
     add(
         "get",
+        "/api/v1/tenants/{tenant_id}/settings/retention",
+        t("settings/retention"),
+        None,
+        Audited::No,
+    );
+    add(
+        "put",
+        "/api/v1/tenants/{tenant_id}/settings/retention",
+        t("settings/retention"),
+        Some(json!({
+            "policies": [{"data_class": "note", "window_hours": 52560, "basis": "after_creation"}],
+            "reset": ["audio"]
+        })),
+        Audited::Admin,
+    );
+    add(
+        "get",
+        "/api/v1/tenants/{tenant_id}/settings/training",
+        t("settings/training"),
+        None,
+        Audited::No,
+    );
+    add(
+        "put",
+        "/api/v1/tenants/{tenant_id}/settings/training",
+        t("settings/training"),
+        Some(json!({"training_opt_in": false})),
+        Audited::Admin,
+    );
+    // Answers only once the tenant opted in to training; retention.rs checks its
+    // phi.export events, and the denied one while the tenant is opted out.
+    add(
+        "post",
+        "/api/v1/tenants/{tenant_id}/exports/training",
+        String::new(),
+        None,
+        Audited::No,
+    );
+    add(
+        "get",
         "/api/v1/tenants/{tenant_id}/settings/mfa",
         t("settings/mfa"),
         None,

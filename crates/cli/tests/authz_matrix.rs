@@ -261,6 +261,29 @@ fn rules() -> BTreeMap<(&'static str, &'static str), Rule> {
         ),
         ("put", format!("{t}/settings/e2e"), tenant("tenant:manage")),
         (
+            "get",
+            format!("{t}/settings/retention"),
+            tenant("admin:view_users"),
+        ),
+        (
+            "put",
+            format!("{t}/settings/retention"),
+            tenant("tenant:manage"),
+        ),
+        (
+            "get",
+            format!("{t}/settings/training"),
+            tenant("admin:view_users"),
+        ),
+        (
+            "put",
+            format!("{t}/settings/training"),
+            tenant("tenant:manage"),
+        ),
+        // PHI out of phivault: answers only once the tenant opted in, which request_for
+        // does first.
+        ("post", format!("{t}/exports/training"), tenant("tenant:manage")),
+        (
             "post",
             format!("{t}/encounters/{{encounter_id}}/consents"),
             in_practice("dictation:create"),
@@ -611,6 +634,19 @@ async fn request_for(
         })),
         ("post", "e2e/sessions") => {
             Some(json!({"mode": "two_device", "key_fingerprint": "ab".repeat(32)}))
+        }
+        // Policies are shown with their source and author, which are not set: put the
+        // default back where it is.
+        ("put", "settings/retention") => Some(json!({"reset": ["audio"]})),
+        ("put", "settings/training") => Some(json!({"training_opt_in": true})),
+        ("post", "exports/training") => {
+            let on = w
+                .server
+                .request(Method::PUT, &w.a.path("settings/training"))
+                .bearer_auth(&w.a.owner_token)
+                .json(&json!({"training_opt_in": true}));
+            w.server.send(on).await.expect(200);
+            None
         }
         // Put back what is there.
         ("put", setting) if setting.starts_with("settings/") => Some(

@@ -280,7 +280,8 @@ pub async fn policy(tx: &mut TenantTx, class: DataClass) -> Result<Policy> {
 }
 
 /// Sets a class's policy. Audio: at most [`AUDIO_MAX_HOURS`]; `after_note` is for audio
-/// only; `e2e_utterance` writes the tenant's `e2e_retention_hours`.
+/// only; `e2e_utterance` writes the tenant's `e2e_retention_hours`. Returns the policy
+/// as stored.
 ///
 /// # Errors
 /// `Invalid { field: "window_hours" | "basis" }`.
@@ -310,14 +311,7 @@ pub async fn set_policy(
     .bind(now)
     .execute()
     .await?;
-    Ok(Policy {
-        class,
-        window_hours,
-        basis,
-        source: Source::Tenant,
-        updated_by: Some(by),
-        updated_at: Some(now),
-    })
+    policy(tx, class).await
 }
 
 /// Puts a class back on its built-in default.
@@ -386,6 +380,9 @@ impl Due {
     }
 }
 
+/// `id, data_key_id, created_at` of a recording and `created_at` of its note, if any.
+type AudioRow = (Uuid, Uuid, DateTime<Utc>, Option<DateTime<Utc>>);
+
 fn hours(h: i64) -> Duration {
     Duration::hours(h)
 }
@@ -413,7 +410,7 @@ pub async fn due(tx: &mut TenantTx, now: DateTime<Utc>) -> Result<Vec<Due>> {
         Basis::AfterNote => (cap_cutoff, Some(window_cutoff)),
         Basis::AfterCreation => (window_cutoff.max(cap_cutoff), None),
     };
-    let rows: Vec<(Uuid, Uuid, DateTime<Utc>, Option<DateTime<Utc>>)> = tx
+    let rows: Vec<AudioRow> = tx
         .query(
             "SELECT r.id, r.data_key_id, r.created_at, n.created_at
              FROM recordings r

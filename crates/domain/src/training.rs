@@ -53,7 +53,7 @@ pub async fn status(tx: &mut TenantTx) -> Result<TrainingOptIn> {
     })
 }
 
-/// Turns the opt-in on or off, recording who and when.
+/// Turns the opt-in on or off, recording who and when; returns it as stored.
 pub async fn set(
     tx: &mut TenantTx,
     enabled: bool,
@@ -76,11 +76,8 @@ pub async fn set(
     .bind(now)
     .execute()
     .await?;
-    Ok(TrainingOptIn {
-        enabled,
-        set_by: Some(by),
-        set_at: Some(now),
-    })
+    // Read back, so the answer carries the time as stored (microseconds).
+    status(tx).await
 }
 
 /// Succeeds only while the tenant is opted in.
