@@ -282,7 +282,11 @@ fn rules() -> BTreeMap<(&'static str, &'static str), Rule> {
         ),
         // PHI out of phivault: answers only once the tenant opted in, which request_for
         // does first.
-        ("post", format!("{t}/exports/training"), tenant("tenant:manage")),
+        (
+            "post",
+            format!("{t}/exports/training"),
+            tenant("tenant:manage"),
+        ),
         (
             "post",
             format!("{t}/encounters/{{encounter_id}}/consents"),

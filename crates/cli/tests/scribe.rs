@@ -1,6 +1,7 @@
 //! The scribe pipeline end to end, through the binary: a synthetic doctor–patient
 //! dialogue is spoken by hibari-tts, uploaded for an encounter with consent, transcribed
-//! by pocketsphinx, turned into a SOAP note and approved, and every step is in the audit
+//! by pocketsphinx, turned into a SOAP note and approved, its audio deleted by retention a
+//! day later, and every step is in the audit
 //! trail in order. And a worker killed in the middle of a job (a real SIGKILL) leaves a
 //! job that another worker finishes, once.
 //!
@@ -16,6 +17,22 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use support::{Backend, Server, Site, TenantFixture, patient_json};
+
+/// Every file under `dir`.
+fn walkdir(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walkdir(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
 
 fn run(cmd: &mut Command) {
     let out = cmd
@@ -255,6 +272,26 @@ async fn dialogue_to_approved_note(backend: Backend) {
         .await
         .expect_error(409, "note_not_draft");
 
+    // A day later (the retention window of audio is 24 hours after its note), the
+    // sweeper deletes the audio: the object goes and the recording says so.
+    let as_of = (chrono::Utc::now() + chrono::Duration::hours(25)).to_rfc3339();
+    let out = site.cli(&["retention", "run", "--tenant", &t.id, "--as-of", &as_of]);
+    assert!(out.contains(&recording), "{out}");
+    let rec = server
+        .get(
+            &t.path(&format!("recordings/{recording}")),
+            Some(&t.owner_token),
+        )
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(rec["state"], "deleted", "{rec}");
+    let objects: Vec<_> = walkdir(&site.data_dir().join("objects"))
+        .into_iter()
+        .filter(|p| p.to_string_lossy().contains("/recording/"))
+        .collect();
+    assert!(objects.is_empty(), "audio objects remain: {objects:?}");
+
     // The audit trail holds every step, in order, and no content.
     let audit = server
         .get(&t.path("audit?limit=200"), Some(&t.owner_token))
@@ -273,6 +310,7 @@ async fn dialogue_to_approved_note(backend: Backend) {
         "transcription.completed",
         "note.generated",
         "note.approved",
+        "retention.object.deleted",
     ];
     let positions: Vec<usize> = order
         .iter()
