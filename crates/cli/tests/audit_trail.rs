@@ -241,6 +241,20 @@ fn walk(f: &Fixture) -> BTreeMap<(&'static str, &'static str), (String, Option<V
     );
     add(
         "get",
+        "/api/v1/tenants/{tenant_id}/settings/notes",
+        t("settings/notes"),
+        None,
+        Audited::No,
+    );
+    add(
+        "put",
+        "/api/v1/tenants/{tenant_id}/settings/notes",
+        t("settings/notes"),
+        Some(json!({"note_kind": "soap"})),
+        Audited::Admin,
+    );
+    add(
+        "get",
         "/api/v1/tenants/{tenant_id}/settings/retention",
         t("settings/retention"),
         None,

@@ -350,6 +350,16 @@ fn rules() -> BTreeMap<(&'static str, &'static str), Rule> {
         ),
         (
             "get",
+            format!("{t}/settings/notes"),
+            tenant("admin:view_users"),
+        ),
+        (
+            "put",
+            format!("{t}/settings/notes"),
+            tenant("tenant:manage"),
+        ),
+        (
+            "get",
             format!("{t}/notes/{{note_id}}"),
             Rule::NotWalked("needs a note; covered by scribe.rs"),
         ),

@@ -463,3 +463,90 @@ async fn sqlite_killed_worker_job_finishes_once() {
 async fn postgres_killed_worker_job_finishes_once() {
     killed_worker_job_finishes_once(Backend::Postgres).await;
 }
+
+/// An EMS tenant set to DRAATT gets its narrative in those sections. The engine here is
+/// a script that answers fixed synthetic radio-report segments, so the note's input is
+/// known exactly.
+#[tokio::test]
+async fn sqlite_ems_tenant_gets_a_draatt_narrative() {
+    let site = Site::new(Backend::Sqlite).await;
+    let t = site.tenant("scribe-ems", "Synthetic EMS Agency");
+    let dir = tempfile::tempdir().unwrap();
+    let engine = dir.path().join("ems.sh");
+    std::fs::write(
+        &engine,
+        "#!/bin/sh\n# synthetic test engine: a fixed EMS report, after reading its input\n\
+         test -s \"$1\" || exit 1\n\
+         printf '%s' '[{\"start_ms\":0,\"end_ms\":3000,\"text\":\"Medic one was dispatched to a residence for a fall.\"},\
+{\"start_ms\":3000,\"end_ms\":6000,\"text\":\"We arrived on scene and found the patient on the floor.\"},\
+{\"start_ms\":6000,\"end_ms\":9000,\"text\":\"We administered oxygen and splinted the left wrist.\"},\
+{\"start_ms\":9000,\"end_ms\":12000,\"text\":\"The patient was transported to the emergency department.\"}]'\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&engine, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let server = site.serve_with(&[
+        ("PHIVAULT_SCRIBE_ENGINE", "command"),
+        ("PHIVAULT_SCRIBE_COMMAND_PROGRAM", engine.to_str().unwrap()),
+        ("PHIVAULT_SCRIBE_COMMAND_ARGS", r#"["{input}"]"#),
+        ("PHIVAULT_SCRIBE_COMMAND_OUTPUT", "segments-json"),
+    ]);
+    server
+        .request(reqwest::Method::PUT, &t.path("settings/notes"))
+        .bearer_auth(&t.owner_token)
+        .json(&json!({"note_kind": "draatt"}))
+        .send()
+        .await
+        .unwrap()
+        .error_for_status()
+        .unwrap();
+    server
+        .request(reqwest::Method::PUT, &t.path("settings/notes"))
+        .bearer_auth(&t.owner_token)
+        .json(&json!({"note_kind": "narrative"}))
+        .send()
+        .await
+        .map(|r| assert_eq!(r.status().as_u16(), 422))
+        .unwrap();
+    let encounter = encounter_with_consent(&server, &site, &t).await;
+    let tone = dir.path().join("tone.wav");
+    run(Command::new("sox")
+        .args(["-n", "-r", "16000", "-c", "1", "-b", "16"])
+        .arg(&tone)
+        .args(["synth", "1", "sine", "300"]));
+    let rec = upload(&server, &t, &encounter, &std::fs::read(&tone).unwrap()).await;
+    let jobs = jobs_done(&server, &t, rec["id"].as_str().unwrap(), 2).await;
+    assert!(jobs.iter().all(|j| j["state"] == "succeeded"), "{jobs:?}");
+    let notes = server
+        .get(
+            &t.path(&format!("encounters/{encounter}/notes")),
+            Some(&t.owner_token),
+        )
+        .await
+        .expect(200)
+        .json();
+    let note = server
+        .get(
+            &t.path(&format!("notes/{}", notes[0]["id"].as_str().unwrap())),
+            Some(&t.owner_token),
+        )
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(note["kind"], "draatt");
+    let section = |h: &str| -> String {
+        note["sections"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["heading"] == h)
+            .unwrap_or_else(|| panic!("no {h} in {note}"))["text"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert!(section("Dispatch").contains("dispatched"), "{note}");
+    assert!(section("Arrival").contains("on scene"), "{note}");
+    assert!(section("Treatment").contains("oxygen"), "{note}");
+    assert!(section("Transport").contains("transported"), "{note}");
+}

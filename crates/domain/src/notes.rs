@@ -48,6 +48,25 @@ pub async fn tenant_kind(tx: &mut TenantTx) -> Result<NoteKind> {
     })
 }
 
+/// Sets the tenant's note kind: `draatt` for EMS tenants, `soap` otherwise. Notes
+/// drafted from then on use it.
+pub async fn set_tenant_kind(tx: &mut TenantTx, kind: NoteKind, now: DateTime<Utc>) -> Result<()> {
+    let defaults = crate::sessions::SessionPolicy::default();
+    tx.query(
+        "INSERT INTO tenant_settings (tenant_id, session_idle_secs, session_absolute_secs, note_kind, updated_at)
+         VALUES ($1, $2, $3, $4, $5)
+         ON CONFLICT (tenant_id) DO UPDATE SET note_kind = excluded.note_kind,
+             updated_at = excluded.updated_at",
+    )
+    .bind(defaults.idle.num_seconds())
+    .bind(defaults.absolute.num_seconds())
+    .bind(kind_name(kind))
+    .bind(now)
+    .execute()
+    .await?;
+    Ok(())
+}
+
 /// A note's record; `note` is `None` once retention deleted it (or in lists).
 #[derive(Clone, Serialize)]
 pub struct StoredNote {

@@ -66,6 +66,10 @@ pub(crate) fn router() -> Router<AppState> {
         )
         .route("/api/v1/tenants/{tenant_id}/notes/{note_id}", get(get_note))
         .route(
+            "/api/v1/tenants/{tenant_id}/settings/notes",
+            get(get_note_settings).put(put_note_settings),
+        )
+        .route(
             "/api/v1/tenants/{tenant_id}/notes/{note_id}/approve",
             post(approve_note),
         )
@@ -98,7 +102,9 @@ pub(crate) fn api() -> utoipa::openapi::OpenApi {
             get_transcript,
             list_notes,
             get_note,
-            approve_note
+            approve_note,
+            get_note_settings,
+            put_note_settings
         ),
         components(schemas(
             ConsentView,
@@ -110,7 +116,8 @@ pub(crate) fn api() -> utoipa::openapi::OpenApi {
             TranscriptView,
             SegmentView,
             NoteView,
-            NoteSectionView
+            NoteSectionView,
+            NoteSettingsView
         ))
     )]
     struct Api;
@@ -962,4 +969,70 @@ pub(crate) async fn approve_note(
     s.audit.append_in(&st, &mut tx, event).await?;
     tx.commit().await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// The tenant's note settings.
+#[derive(Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct NoteSettingsView {
+    /// `soap` (clinic visits, the default) or `draatt` (EMS narratives: Dispatch,
+    /// Response, Arrival, Assessment, Treatment, Transport).
+    note_kind: String,
+}
+
+/// The tenant's note settings.
+#[utoipa::path(get, path = "/api/v1/tenants/{tenant_id}/settings/notes", tag = "scribe",
+    params(("tenant_id" = Uuid, Path)),
+    responses((status = 200, body = NoteSettingsView), (status = 403, body = crate::error::ErrorBody)),
+    security(("bearer" = [])))]
+pub(crate) async fn get_note_settings(
+    State(st): State<AppState>,
+    s: Scoped<need::UserRead>,
+) -> Result<Json<NoteSettingsView>, ApiError> {
+    let mut tx = s.scope.begin(&st.db, TxMode::Read).await?;
+    let kind = notes::tenant_kind(&mut tx).await?;
+    tx.commit().await?;
+    Ok(Json(NoteSettingsView {
+        note_kind: notes::kind_name(kind).into(),
+    }))
+}
+
+/// Sets the kind of note drafted for the tenant's recordings; audited with before and
+/// after. Notes already drafted keep their kind.
+#[utoipa::path(put, path = "/api/v1/tenants/{tenant_id}/settings/notes", tag = "scribe",
+    params(("tenant_id" = Uuid, Path)), request_body = NoteSettingsView,
+    responses((status = 200, body = NoteSettingsView), (status = 403, body = crate::error::ErrorBody),
+              (status = 422, body = crate::error::ErrorBody)),
+    security(("bearer" = [])))]
+pub(crate) async fn put_note_settings(
+    State(st): State<AppState>,
+    s: Scoped<need::TenantManage>,
+    ApiJson(body): ApiJson<NoteSettingsView>,
+) -> Result<Json<NoteSettingsView>, ApiError> {
+    let kind = match body.note_kind.as_str() {
+        "soap" => phivault_notes::NoteKind::Soap,
+        "draatt" => phivault_notes::NoteKind::Draatt,
+        _ => {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_field",
+                "note_kind must be soap or draatt",
+            ));
+        }
+    };
+    let mut tx = s.scope.begin(&st.db, TxMode::Write).await?;
+    let before = notes::tenant_kind(&mut tx).await?;
+    notes::set_tenant_kind(&mut tx, kind, st.now()).await?;
+    let mut event = s.audit.event(
+        &st,
+        Action::AdminReferenceUpdated,
+        "note_settings",
+        s.scope.tenant(),
+        &["note_kind"],
+    );
+    event.before = Some(serde_json::json!({ "note_kind": notes::kind_name(before) }));
+    event.after = Some(serde_json::json!({ "note_kind": notes::kind_name(kind) }));
+    s.audit.append_in(&st, &mut tx, event).await?;
+    tx.commit().await?;
+    Ok(Json(body))
 }
