@@ -1,9 +1,9 @@
 //! The scribe pipeline end to end, through the binary: a synthetic doctor–patient
 //! dialogue is spoken by hibari-tts, uploaded for an encounter with consent, transcribed
 //! by pocketsphinx, turned into a SOAP note and approved, its audio deleted by retention a
-//! day later, and every step is in the audit
-//! trail in order. And a worker killed in the middle of a job (a real SIGKILL) leaves a
-//! job that another worker finishes, once.
+//! day later, and every step is in the audit trail in order. A worker killed in the
+//! middle of a job (a real SIGKILL) leaves a job that another worker finishes, once. An
+//! EMS tenant gets DRAATT narratives.
 //!
 //! Needs Debian's sox, pocketsphinx and pocketsphinx-en-us, and PHIVAULT_TEST_TTS_PYTHON
 //! (a python with hibari-tts); scripts/test provides them.
