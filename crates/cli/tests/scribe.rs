@@ -255,6 +255,23 @@ async fn dialogue_to_approved_note(backend: Backend) {
         "{note}"
     );
 
+    // review_own: another provider cannot approve this dictation's note.
+    let other = site.user(
+        &t.id,
+        "provider@scribe.example.test",
+        "Synthetic Provider",
+        &["provider"],
+        None,
+    );
+    let (_, other_token) = site.token(&t.id, &other);
+    server
+        .post_json(
+            &t.path(&format!("notes/{note_id}/approve")),
+            Some(&other_token),
+            &json!({}),
+        )
+        .await
+        .expect_error(404, "not_found");
     server
         .post_json(
             &t.path(&format!("notes/{note_id}/approve")),

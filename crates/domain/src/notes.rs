@@ -254,10 +254,20 @@ pub async fn for_encounter(
     Ok(out)
 }
 
-/// Approves a draft note, once.
+/// The note comes from a recording that `$4` uploaded: `dictation:review_own` is about
+/// one's own dictations, so another provider's note is not found.
+macro_rules! own_dictation {
+    () => {
+        "EXISTS (SELECT 1 FROM transcripts t JOIN recordings r
+                  ON r.tenant_id = t.tenant_id AND r.id = t.recording_id
+                 WHERE t.tenant_id = $1 AND t.id = notes.transcript_id AND r.created_by = $4)"
+    };
+}
+
+/// Approves a draft note of the caller's own dictation, once.
 ///
 /// # Errors
-/// `NotFound("note")` outside `scope`; `Refused { code: "note_not_draft" }` if it was
+/// `NotFound("note")` outside `scope` or for another user's dictation; `Refused { code: "note_not_draft" }` if it was
 /// approved already or its content was deleted.
 pub async fn approve(
     tx: &mut TenantTx,
@@ -270,7 +280,9 @@ pub async fn approve(
         .query(concat!(
             "UPDATE notes SET status = 'approved', approved_by = $4, approved_at = $5
              WHERE tenant_id = $1 AND id = $3 AND status = 'draft' AND deleted_at IS NULL AND ",
-            in_scope!("practice_id")
+            in_scope!("practice_id"),
+            " AND ",
+            own_dictation!()
         ))
         .bind(scope.as_param())
         .bind(id)
@@ -284,10 +296,13 @@ pub async fn approve(
     let exists: Option<(Uuid,)> = tx
         .query(concat!(
             "SELECT id FROM notes WHERE tenant_id = $1 AND id = $3 AND ",
-            in_scope!("practice_id")
+            in_scope!("practice_id"),
+            " AND ",
+            own_dictation!()
         ))
         .bind(scope.as_param())
         .bind(id)
+        .bind(by)
         .fetch_optional()
         .await?;
     match exists {

@@ -949,7 +949,8 @@ pub(crate) async fn get_note(
     Ok(Json(n.into()))
 }
 
-/// Approves a draft note (once).
+/// Approves a draft note of the caller's own dictation (once); another user's note is
+/// not found.
 #[utoipa::path(post, path = "/api/v1/tenants/{tenant_id}/notes/{note_id}/approve", tag = "scribe",
     params(("tenant_id" = Uuid, Path), ("note_id" = Uuid, Path)),
     responses((status = 204), (status = 404, body = crate::error::ErrorBody),
