@@ -63,7 +63,14 @@ pub fn event_type(action: Action) -> (&'static str, &'static str) {
         | Action::BreakglassApproved
         | Action::BreakglassDenied
         | Action::BreakglassRevoked
-        | Action::AccessDenied => SECURITY_ALERT,
+        | Action::AccessDenied
+        | Action::KeysSealed
+        | Action::PhiModeChanged
+        | Action::VendorChanged
+        | Action::BaaChanged
+        | Action::BreachReported => SECURITY_ALERT,
+        Action::EvidenceExported => EXPORT,
+        Action::ComplianceRecorded => APPLICATION_ACTIVITY,
         Action::TranscriptionStarted
         | Action::TranscriptionCompleted
         | Action::E2eSessionCreated
@@ -96,7 +103,12 @@ pub fn action_code(action: Action) -> &'static str {
         | Action::AdminUserChanged
         | Action::AdminReferenceUpdated
         | Action::KeysRotated
-        | Action::GateChanged => "U",
+        | Action::GateChanged
+        | Action::PhiModeChanged
+        | Action::VendorChanged
+        | Action::BaaChanged => "U",
+        Action::ComplianceRecorded => "C",
+        Action::EvidenceExported | Action::BreachReported => "R",
         Action::PhiDelete
         | Action::KeysShredded
         | Action::RetentionObjectDeleted
@@ -109,6 +121,7 @@ pub fn action_code(action: Action) -> &'static str {
         | Action::TranscriptionCompleted
         | Action::E2eInviteConsumed
         | Action::KeysUnsealed
+        | Action::KeysSealed
         | Action::BreakglassRequested
         | Action::BreakglassApproved
         | Action::BreakglassDenied

@@ -134,6 +134,16 @@ impl Auditor {
         self.shared.nudge.notify_one();
     }
 
+    /// Drops the checkpoint key (the keys were sealed); checkpoints wait for the next
+    /// [`Auditor::set_signer`].
+    pub fn clear_signer(&self) {
+        *self
+            .shared
+            .signer
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
     /// Whether checkpoints can be signed.
     pub fn has_signer(&self) -> bool {
         self.shared
@@ -141,6 +151,16 @@ impl Auditor {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .is_some()
+    }
+
+    /// The checkpoint key's public half (hex), when the auditor has the key.
+    pub fn signer_public_key(&self) -> Option<String> {
+        self.shared
+            .signer
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(|s| hex::encode(s.verifying_key().as_bytes()))
     }
 
     /// Whether the last write succeeded. Informational (for `/readyz`): every request

@@ -24,6 +24,10 @@ pub enum TenantCommand {
         /// Display name.
         #[arg(long)]
         name: String,
+        /// A sandbox tenant: synthetic data only. Its routes work without PHI mode, and
+        /// it can never turn PHI mode on (for demonstrations, training and tests).
+        #[arg(long)]
+        sandbox: bool,
     },
     /// List tenants.
     List,
@@ -130,16 +134,22 @@ async fn resolve_tenant(db: &Db, id_or_slug: &str) -> Result<TenantId> {
 pub async fn tenant(config: Config, cmd: TenantCommand) -> Result<()> {
     let db = setup::open_db(&config).await?;
     match cmd {
-        TenantCommand::Create { slug, name } => {
+        TenantCommand::Create {
+            slug,
+            name,
+            sandbox,
+        } => {
             let mut tx = db.begin_platform(TxMode::Write).await?;
-            let t = tenants::create(&mut tx, &slug, &name, Utc::now()).await?;
+            let t = tenants::create_with(&mut tx, &slug, &name, sandbox, Utc::now()).await?;
             let mut e = oplog::event(
                 Action::AdminReferenceUpdated,
                 "tenant",
                 t.id,
-                &["slug", "name"],
+                &["slug", "name", "sandbox"],
             );
-            e.after = Some(serde_json::json!({ "tenant_id": t.id.to_string(), "slug": slug }));
+            e.after = Some(
+                serde_json::json!({ "tenant_id": t.id.to_string(), "slug": slug, "sandbox": sandbox }),
+            );
             ledger::append_platform(&mut tx, vec![e]).await?;
             tx.commit().await?;
             println!("{}", t.id);
@@ -165,9 +175,16 @@ pub async fn tenant(config: Config, cmd: TenantCommand) -> Result<()> {
             let mut tx = db.begin_platform(TxMode::Read).await?;
             let list = tenants::list(&mut tx).await?;
             tx.commit().await?;
-            println!("{:<36}  {:<20}  {:<9}  name", "id", "slug", "status");
+            println!(
+                "{:<36}  {:<20}  {:<9}  {:<8}  name",
+                "id", "slug", "status", "kind"
+            );
             for t in list {
-                println!("{:<36}  {:<20}  {:<9}  {}", t.id, t.slug, t.status, t.name);
+                let kind = if t.sandbox { "sandbox" } else { "tenant" };
+                println!(
+                    "{:<36}  {:<20}  {:<9}  {:<8}  {}",
+                    t.id, t.slug, t.status, kind, t.name
+                );
             }
         }
     }

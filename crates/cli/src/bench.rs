@@ -185,7 +185,8 @@ async fn fixture(db: &Db) -> Result<Fixture> {
     let keys = KeyService::with_provider(Arc::new(LocalProvider::ephemeral()?));
     let mut p = db.begin_platform(TxMode::Write).await?;
     let slug = format!("bench-{}", &Uuid::new_v4().simple().to_string()[..12]);
-    let tenant = tenants::create(&mut p, &slug, "Benchmark tenant (synthetic)", now).await?;
+    let tenant =
+        tenants::create_with(&mut p, &slug, "Benchmark tenant (synthetic)", true, now).await?;
     p.commit().await?;
     let mut tx = db.begin_tenant(tenant.id, TxMode::Write).await?;
     let practice = practices::create(&mut tx, "Synthetic Clinic", now).await?;

@@ -244,9 +244,14 @@ impl Plain {
 async fn new_tenant(db: &phivault_store::Db) -> Result<TenantId> {
     let mut p = db.begin_platform(phivault_store::TxMode::Write).await?;
     let slug = format!("bench-{}", &Uuid::new_v4().simple().to_string()[..12]);
-    let t =
-        phivault_domain::tenants::create(&mut p, &slug, "Benchmark tenant (synthetic)", Utc::now())
-            .await?;
+    let t = phivault_domain::tenants::create_with(
+        &mut p,
+        &slug,
+        "Benchmark tenant (synthetic)",
+        true,
+        Utc::now(),
+    )
+    .await?;
     p.commit().await?;
     Ok(t.id)
 }

@@ -272,6 +272,7 @@ pub async fn run(args: AuthArgs) -> Result<()> {
             "bench-auth",
             "--name",
             "Benchmark tenant (synthetic)",
+            "--sandbox",
         ],
     )?;
     let (owner, _) = cli(

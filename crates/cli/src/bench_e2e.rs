@@ -104,6 +104,7 @@ async fn one_backend(
         "bench-e2e",
         "--name",
         "Benchmark tenant (synthetic)",
+        "--sandbox",
     ])?;
     let owner = cli(&[
         "user",

@@ -312,6 +312,7 @@ async fn one_run(
             "bench-upload",
             "--name",
             "Benchmark tenant (synthetic)",
+            "--sandbox",
         ])?;
         let owner = cli(&[
             "user",

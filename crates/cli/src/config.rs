@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use phivault_domain::readiness::ServiceUse;
 use phivault_store::{ObjectStoreConfig, S3Config};
 use serde::Deserialize;
 
@@ -47,6 +48,27 @@ pub struct Config {
     pub e2e: E2eSection,
     /// The scribe pipeline: transcription engine, note generator, worker.
     pub scribe: ScribeSection,
+    /// Which registered vendor runs each outside service.
+    pub vendors: VendorsSection,
+}
+
+/// `[vendors]`: the vendor (its key in the vendor registry, `phivault vendor`) that runs
+/// each outside service. A service reached beyond this host must name its vendor; a
+/// service named here is treated as the vendor's even on a loopback address (a local
+/// tunnel to the vendor), and PHI reaches it only while the vendor's BAA is on file.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct VendorsSection {
+    /// Object storage (S3).
+    pub object_storage: Option<String>,
+    /// The key management service (AWS KMS).
+    pub kms: Option<String>,
+    /// The SMTP relay.
+    pub smtp: Option<String>,
+    /// The transcription engine.
+    pub transcription: Option<String>,
+    /// The note generator.
+    pub note_generation: Option<String>,
 }
 
 impl Default for Config {
@@ -69,6 +91,7 @@ impl Default for Config {
             throttle: ThrottleSection::default(),
             e2e: E2eSection::default(),
             scribe: ScribeSection::default(),
+            vendors: VendorsSection::default(),
         }
     }
 }
@@ -110,8 +133,8 @@ pub struct ScribeSection {
     pub command_output: String,
     /// Note generator: `rules` or `openai-compatible`.
     pub note_generator: String,
-    /// Base URL of the OpenAI-compatible endpoint (loopback only until vendors and BAAs
-    /// are registered).
+    /// Base URL of the OpenAI-compatible endpoint: on loopback, or run by the vendor
+    /// named in `[vendors] note_generation`.
     pub openai_base_url: Option<String>,
     /// Its model name.
     pub openai_model: Option<String>,
@@ -448,6 +471,26 @@ impl Config {
         if let Some(v) = get("PHIVAULT_E2E_DEVICE_TRIAL_SESSIONS") {
             self.e2e.device_trial_sessions = parse("PHIVAULT_E2E_DEVICE_TRIAL_SESSIONS", &v)?;
         }
+        for (name, slot) in [
+            (
+                "PHIVAULT_VENDOR_OBJECT_STORAGE",
+                &mut self.vendors.object_storage,
+            ),
+            ("PHIVAULT_VENDOR_KMS", &mut self.vendors.kms),
+            ("PHIVAULT_VENDOR_SMTP", &mut self.vendors.smtp),
+            (
+                "PHIVAULT_VENDOR_TRANSCRIPTION",
+                &mut self.vendors.transcription,
+            ),
+            (
+                "PHIVAULT_VENDOR_NOTE_GENERATION",
+                &mut self.vendors.note_generation,
+            ),
+        ] {
+            if let Some(v) = get(name) {
+                *slot = Some(v);
+            }
+        }
         if let Some(v) = get("PHIVAULT_SCRIBE_ENGINE") {
             self.scribe.engine = v;
         }
@@ -649,6 +692,92 @@ impl Config {
         }
     }
 
+    /// The outside services this configuration calls, each with whether it is reached
+    /// beyond this host and the vendor named for it, for the readiness gates.
+    ///
+    /// # Errors
+    /// A vendor key that is not a valid key.
+    pub fn services(&self) -> Result<Vec<ServiceUse>> {
+        let v = &self.vendors;
+        for key in [
+            &v.object_storage,
+            &v.kms,
+            &v.smtp,
+            &v.transcription,
+            &v.note_generation,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            phivault_domain::vendors::check_key(key).map_err(|_| {
+                anyhow::anyhow!("[vendors]: {key:?} is not a vendor key (a-z, 0-9 and -)")
+            })?;
+        }
+        let service =
+            |name: &str, beyond_host: bool, vendor: &Option<String>, always_phi: bool| ServiceUse {
+                service: name.into(),
+                remote: beyond_host || vendor.is_some(),
+                vendor: vendor.clone(),
+                always_phi,
+            };
+        let mut out = vec![
+            service("transcription", false, &v.transcription, true),
+            service(
+                "note_generation",
+                self.scribe.note_generator == "openai-compatible"
+                    && !self
+                        .scribe
+                        .openai_base_url
+                        .as_deref()
+                        .is_some_and(url_is_loopback),
+                &v.note_generation,
+                true,
+            ),
+        ];
+        if self.objects.backend == ObjectBackend::S3 {
+            let endpoint = self.objects.s3.as_ref().and_then(|s| s.endpoint.as_deref());
+            out.push(service(
+                "object_storage",
+                !endpoint.is_some_and(url_is_loopback),
+                &v.object_storage,
+                false,
+            ));
+        }
+        if self.keys.provider == KeyProviderKind::AwsKms {
+            let endpoint = self
+                .keys
+                .aws_kms
+                .as_ref()
+                .and_then(|k| k.endpoint.as_deref());
+            out.push(service(
+                "kms",
+                !endpoint.is_some_and(url_is_loopback),
+                &v.kms,
+                false,
+            ));
+        }
+        if let Some(host) = &self.mail.smtp_host {
+            out.push(service("smtp", !host_is_loopback(host), &v.smtp, false));
+        }
+        Ok(out)
+    }
+
+    /// What the readiness gates need from the configuration.
+    pub fn readiness(&self) -> Result<phivault_http::ReadinessConfig> {
+        Ok(phivault_http::ReadinessConfig {
+            object_backend: match self.objects.backend {
+                ObjectBackend::Local => "local".into(),
+                ObjectBackend::S3 => "s3".into(),
+            },
+            // The S3 client sets no server-side encryption and cannot read the bucket's
+            // default; phivault's own envelope is what the gate relies on.
+            object_backend_encryption: None,
+            tls_served: self.tls.cert.is_some() && self.tls.key.is_some(),
+            tls_proxy_declared: self.tls.behind_proxy,
+            services: self.services()?,
+        })
+    }
+
     /// The local keyring file.
     pub fn keyring_path(&self) -> PathBuf {
         self.keys
@@ -829,6 +958,22 @@ impl Config {
     pub fn request_timeout(&self) -> Duration {
         Duration::from_secs(self.http.request_timeout_secs.max(1))
     }
+}
+
+/// Whether a host name or address is this host's loopback.
+pub fn host_is_loopback(host: &str) -> bool {
+    let h = host.trim_start_matches('[').trim_end_matches(']');
+    h.eq_ignore_ascii_case("localhost")
+        || h.parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Whether a URL's host is this host's loopback.
+pub fn url_is_loopback(url: &str) -> bool {
+    url::Url::parse(url)
+        .ok()
+        .and_then(|u| u.host_str().map(host_is_loopback))
+        .unwrap_or(false)
 }
 
 #[cfg(test)]

@@ -10,12 +10,15 @@ mod bench_e2e;
 mod bench_stream;
 mod bench_transcribe;
 mod bench_upload;
+mod breach;
+mod compliance;
 mod config;
 mod devcert;
 mod e2e;
 mod keys;
 mod migrate;
 mod oplog;
+mod readiness;
 mod retention;
 mod serve;
 mod setup;
@@ -119,6 +122,25 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         ca_cert: Option<PathBuf>,
     },
+    /// Seal a running server's keys: PHI is refused until it is unsealed again (an
+    /// emergency stop). Proven with the keyring's passphrase, as for unseal.
+    Seal {
+        /// The server's URL (it accepts sealing from the server host only).
+        #[arg(long, default_value = "http://127.0.0.1:8420")]
+        url: String,
+        /// Trust this PEM certificate for HTTPS (e.g. the dev-cert one).
+        #[arg(long, value_name = "FILE")]
+        ca_cert: Option<PathBuf>,
+    },
+    /// Print the PHI readiness checklist (each gate, its evidence and next action) of the
+    /// platform or of a tenant; exits non-zero while any gate is open.
+    Readiness(readiness::ReadinessArgs),
+    /// Manage the vendor registries (subprocessors and their BAAs).
+    #[command(subcommand)]
+    Vendor(readiness::VendorCommand),
+    /// Record, show or remove a tenant's BAA with the operator of this server.
+    #[command(subcommand)]
+    Baa(readiness::BaaCommand),
     /// Write a self-signed certificate and key for HTTPS on localhost.
     DevCert(devcert::DevCertArgs),
     /// Print the OpenAPI document.
@@ -142,6 +164,14 @@ enum Command {
     /// with --dry-run. The server also sweeps on a timer.
     #[command(subcommand)]
     Retention(retention::RetentionCommand),
+    /// Compliance records: security officer, risk assessments, training
+    /// acknowledgements, incidents, sanctions policy; each save a new, audited version.
+    #[command(subcommand)]
+    Compliance(compliance::ComplianceCommand),
+    /// Breach-impact report: the patients, encounters and records an actor, address or
+    /// device touched in a window, from the audit trail (docs/breach.md).
+    #[command(subcommand)]
+    Breach(breach::BreachCommand),
 }
 
 fn main() -> ExitCode {
@@ -183,7 +213,13 @@ fn main() -> ExitCode {
             Command::Token(c) => admin::token(config, c).await,
             Command::Staff(c) => staff::run(config, c).await,
             Command::Keys(c) => keys::run(config, c).await,
-            Command::Unseal { url, ca_cert } => unseal(&config, &url, ca_cert.as_deref()).await,
+            Command::Unseal { url, ca_cert } => {
+                key_op(&config, &url, ca_cert.as_deref(), "unseal").await
+            }
+            Command::Seal { url, ca_cert } => key_op(&config, &url, ca_cert.as_deref(), "seal").await,
+            Command::Readiness(args) => readiness::run(config, args).await,
+            Command::Vendor(c) => readiness::vendor(config, c).await,
+            Command::Baa(c) => readiness::baa(config, c).await,
             Command::DevCert(args) => devcert::run(&config, args),
             Command::Openapi => {
                 println!("{}", phivault_http::openapi::openapi_json());
@@ -193,6 +229,8 @@ fn main() -> ExitCode {
             Command::Bench(c) => bench::run(config, c).await,
             Command::E2e(c) => e2e::run(c).await,
             Command::Retention(c) => retention::run(config, c).await,
+            Command::Compliance(c) => compliance::run(config, c).await,
+            Command::Breach(c) => breach::run(config, c).await,
         }
     });
     match result {
@@ -204,22 +242,18 @@ fn main() -> ExitCode {
     }
 }
 
-async fn unseal(
+/// Asks the server on this host to `unseal` or `seal` its keys, with the passphrase.
+async fn key_op(
     config: &Config,
     url: &str,
     ca_cert: Option<&std::path::Path>,
+    op: &str,
 ) -> anyhow::Result<()> {
     use anyhow::Context;
     let passphrase = keys::unseal_passphrase(config)?;
-    let mut client = reqwest::Client::builder().timeout(std::time::Duration::from_secs(60));
-    if let Some(path) = ca_cert {
-        let pem = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-        client = client.add_root_certificate(reqwest::Certificate::from_pem(&pem)?);
-    }
     let body = serde_json::json!({ "passphrase": String::from_utf8_lossy(&passphrase) });
-    let response = client
-        .build()?
-        .post(format!("{}/api/v1/sys/unseal", url.trim_end_matches('/')))
+    let response = readiness::local_client(ca_cert)?
+        .post(format!("{}/api/v1/sys/{op}", url.trim_end_matches('/')))
         .json(&body)
         .send()
         .await
@@ -227,7 +261,10 @@ async fn unseal(
     let status = response.status();
     let answer: serde_json::Value = response.json().await.unwrap_or_default();
     if status.is_success() {
-        println!("unsealed ({})", answer["provider"].as_str().unwrap_or("?"));
+        match op {
+            "seal" => println!("sealed: PHI is refused until the keys are unsealed"),
+            _ => println!("unsealed ({})", answer["provider"].as_str().unwrap_or("?")),
+        }
         Ok(())
     } else {
         anyhow::bail!(

@@ -135,6 +135,7 @@ pub async fn run(config: Config) -> Result<()> {
         }
     }
     let state = state
+        .with_readiness(config.readiness()?)
         .with_e2e(e2e)
         .with_throttle(throttle)
         .with_mailer(std::sync::Arc::new(mailer))

@@ -66,7 +66,7 @@ fn engine(s: &ScribeSection) -> Result<Option<Arc<dyn Transcriber>>> {
 }
 
 /// The note generator the configuration names.
-async fn generator(s: &ScribeSection) -> Result<Arc<dyn NoteGenerator>> {
+async fn generator(s: &ScribeSection, vendor: Option<&str>) -> Result<Arc<dyn NoteGenerator>> {
     match s.note_generator.as_str() {
         "rules" => Ok(Arc::new(RulesGenerator::new())),
         "openai-compatible" => {
@@ -76,11 +76,15 @@ async fn generator(s: &ScribeSection) -> Result<Arc<dyn NoteGenerator>> {
                 );
             };
             let url = url::Url::parse(url).context("scribe.openai_base_url is not a URL")?;
-            // Until vendors and their BAAs are registered, only an endpoint on this
-            // machine may receive transcripts.
-            let clearance = EndpointClearance::loopback(&url).await.context(
-                "scribe.openai_base_url must be on loopback (a vendor endpoint needs a registered BAA)",
-            )?;
+            // An endpoint run by a named vendor is checked against its BAA before every
+            // call (the scribe step asks the vendor registry); any other endpoint must be
+            // on this machine.
+            let clearance = match vendor {
+                Some(v) => EndpointClearance::VendorWithBaa { vendor: v.into() },
+                None => EndpointClearance::loopback(&url).await.context(
+                    "scribe.openai_base_url is not on loopback: name its vendor in [vendors] note_generation (PHIVAULT_VENDOR_NOTE_GENERATION) and register the vendor with its BAA",
+                )?,
+            };
             Ok(Arc::new(
                 OpenAiGenerator::new(OpenAiConfig::new(url, model.clone()), clearance)
                     .context("the OpenAI-compatible generator's configuration is refused")?,
@@ -99,7 +103,8 @@ pub async fn scribe(
     auditor: Auditor,
 ) -> Result<Option<Arc<Scribe>>> {
     let s = &config.scribe;
-    let generator = generator(s).await?;
+    config.services()?;
+    let generator = generator(s, config.vendors.note_generation.as_deref()).await?;
     let Some(engine) = engine(s)? else {
         tracing::warn!(
             "scribe: no transcription engine (pocketsphinx is not installed and none is configured): \
@@ -119,6 +124,8 @@ pub async fn scribe(
         auditor,
         engine,
         generator,
+        engine_vendor: config.vendors.transcription.clone(),
+        generator_vendor: config.vendors.note_generation.clone(),
         work_dir: s.work_dir.clone(),
         max_duration: Duration::from_secs(s.max_duration_secs.max(1)),
         clock: Arc::new(chrono::Utc::now),

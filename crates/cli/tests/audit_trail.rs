@@ -61,6 +61,32 @@ async fn fixture(backend: Backend) -> Fixture {
         &["member"],
         None,
     );
+    // A vendor for the walk to remove and register again, and the tenant's BAA for its
+    // GET.
+    site.cli(&[
+        "vendor",
+        "set",
+        "--tenant",
+        &t.id,
+        "--key",
+        "walk-vendor",
+        "--name",
+        "Synthetic Walk Vendor",
+        "--service",
+        "billing",
+    ]);
+    site.cli(&[
+        "baa",
+        "set",
+        "--tenant",
+        &t.id,
+        "--signed-on",
+        "2026-01-03",
+        "--signatory",
+        "Synthetic Signatory",
+        "--evidence-ref",
+        "dms://baa/walk-tenant",
+    ]);
     let server = site.serve();
     let patient = server
         .create_patient(
@@ -430,6 +456,15 @@ fn walk(f: &Fixture) -> BTreeMap<(&'static str, &'static str), (String, Option<V
         None,
         Audited::No,
     );
+    // Reads ids from the trail, not PHI; producing it is audited breach.reported with a
+    // summary as the after-snapshot (breach.rs checks the report itself).
+    add(
+        "get",
+        "/api/v1/tenants/{tenant_id}/breach-report",
+        t("breach-report?since=2000-01-01T00:00:00Z&until=2000-12-31T00:00:00Z&ip=127.0.0.1"),
+        None,
+        Audited::Admin,
+    );
     add(
         "post",
         "/api/v1/tenants/{tenant_id}/encounters/{encounter_id}/consents",
@@ -511,6 +546,89 @@ fn walk(f: &Fixture) -> BTreeMap<(&'static str, &'static str), (String, Option<V
     ] {
         add(method, template, String::new(), None, Audited::No);
     }
+    // Readiness: settings of the tenant, not PHI. Sealing needs the keyring's
+    // passphrase and removing the BAA leaves the walk's GET without one: both are
+    // walked, with their events, in readiness.rs.
+    add(
+        "get",
+        "/api/v1/sys/readiness",
+        "/api/v1/sys/readiness".into(),
+        None,
+        Audited::No,
+    );
+    add("post", "/api/v1/sys/seal", String::new(), None, Audited::No);
+    add(
+        "get",
+        "/api/v1/tenants/{tenant_id}/readiness",
+        t("readiness"),
+        None,
+        Audited::No,
+    );
+    add(
+        "get",
+        "/api/v1/tenants/{tenant_id}/phi-mode",
+        t("phi-mode"),
+        None,
+        Audited::No,
+    );
+    add(
+        "put",
+        "/api/v1/tenants/{tenant_id}/phi-mode",
+        t("phi-mode"),
+        Some(json!({"phi_mode": false})),
+        Audited::Admin,
+    );
+    add(
+        "get",
+        "/api/v1/tenants/{tenant_id}/vendors",
+        t("vendors"),
+        None,
+        Audited::No,
+    );
+    add(
+        "delete",
+        "/api/v1/tenants/{tenant_id}/vendors/{key}",
+        t("vendors/walk-vendor"),
+        None,
+        Audited::Admin,
+    );
+    add(
+        "put",
+        "/api/v1/tenants/{tenant_id}/vendors/{key}",
+        t("vendors/walk-vendor"),
+        Some(json!({
+            "name": "Synthetic Walk Vendor",
+            "service": "billing",
+            "touches_phi": true,
+            "baa": {"signed_on": "2026-01-02", "evidence_ref": "dms://baa/walk"}
+        })),
+        Audited::Admin,
+    );
+    add(
+        "get",
+        "/api/v1/tenants/{tenant_id}/baa",
+        t("baa"),
+        None,
+        Audited::No,
+    );
+    add(
+        "put",
+        "/api/v1/tenants/{tenant_id}/baa",
+        t("baa"),
+        Some(json!({
+            "signed_on": "2026-01-03",
+            "signatory": "Synthetic Signatory",
+            "evidence_ref": "dms://baa/walk-tenant"
+        })),
+        Audited::Admin,
+    );
+    add(
+        "delete",
+        "/api/v1/tenants/{tenant_id}/baa",
+        String::new(),
+        None,
+        Audited::No,
+    );
     m
 }
 

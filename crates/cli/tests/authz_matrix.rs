@@ -249,6 +249,7 @@ fn rules() -> BTreeMap<(&'static str, &'static str), Rule> {
             in_practice("encounter:read"),
         ),
         ("get", format!("{t}/audit"), tenant("audit:view")),
+        ("get", format!("{t}/breach-report"), tenant("audit:view")),
         (
             "post",
             format!("{t}/e2e/sessions"),
@@ -286,6 +287,61 @@ fn rules() -> BTreeMap<(&'static str, &'static str), Rule> {
             "post",
             format!("{t}/exports/training"),
             tenant("tenant:manage"),
+        ),
+        (
+            "get",
+            "/api/v1/sys/readiness".into(),
+            Rule::NotWalked("answers loopback peers with no token by design; covered by readiness.rs"),
+        ),
+        (
+            "post",
+            "/api/v1/sys/seal".into(),
+            Rule::NotWalked("needs the keyring's passphrase; covered by readiness.rs"),
+        ),
+        (
+            "get",
+            format!("{t}/readiness"),
+            tenant("security:view_readiness"),
+        ),
+        (
+            "get",
+            format!("{t}/phi-mode"),
+            tenant("security:view_readiness"),
+        ),
+        (
+            "put",
+            format!("{t}/phi-mode"),
+            tenant("security:manage_phi_gates"),
+        ),
+        (
+            "get",
+            format!("{t}/vendors"),
+            tenant("security:view_readiness"),
+        ),
+        (
+            "put",
+            format!("{t}/vendors/{{key}}"),
+            tenant("security:manage_phi_gates"),
+        ),
+        (
+            "delete",
+            format!("{t}/vendors/{{key}}"),
+            tenant("security:manage_phi_gates"),
+        ),
+        (
+            "get",
+            format!("{t}/baa"),
+            tenant("security:view_readiness"),
+        ),
+        (
+            "put",
+            format!("{t}/baa"),
+            tenant("security:manage_phi_gates"),
+        ),
+        (
+            "delete",
+            format!("{t}/baa"),
+            tenant("security:manage_phi_gates"),
         ),
         (
             "post",
@@ -606,6 +662,14 @@ fn unique() -> String {
     uuid::Uuid::new_v4().simple().to_string()
 }
 
+fn matrix_vendor() -> Value {
+    json!({"name": "Synthetic Matrix Vendor", "service": "billing", "touches_phi": false, "baa": null})
+}
+
+fn matrix_baa() -> Value {
+    json!({"signed_on": "2026-01-04", "signatory": "Synthetic Signatory", "evidence_ref": "dms://baa/matrix"})
+}
+
 /// The request for one route in one context: path and body.
 async fn request_for(
     w: &World,
@@ -617,7 +681,8 @@ async fn request_for(
         .replace("{tenant_id}", &w.a.id)
         .replace("{patient_id}", &side.patient)
         .replace("{encounter_id}", &side.encounter)
-        .replace("{grant_id}", &uuid::Uuid::new_v4().to_string());
+        .replace("{grant_id}", &uuid::Uuid::new_v4().to_string())
+        .replace("{key}", "matrix-vendor");
     let rest = template.rsplit("{tenant_id}/").next().unwrap_or("");
     let body = match (method, rest) {
         ("post", "practices") => Some(json!({"name": format!("Matrix Practice {}", unique())})),
@@ -653,6 +718,29 @@ async fn request_for(
         // default back where it is.
         ("put", "settings/retention") => Some(json!({"reset": ["audio"]})),
         ("put", "settings/training") => Some(json!({"training_opt_in": true})),
+        // A sandbox tenant cannot turn PHI mode on; off is always accepted.
+        ("put", "phi-mode") => Some(json!({"phi_mode": false})),
+        ("put", "vendors/{key}") => Some(matrix_vendor()),
+        ("put", "baa") => Some(matrix_baa()),
+        // Something to read or remove, put there by the owner first.
+        ("get", "baa") | ("delete", "baa") => {
+            let put = w
+                .server
+                .request(Method::PUT, &w.a.path("baa"))
+                .bearer_auth(&w.a.owner_token)
+                .json(&matrix_baa());
+            w.server.send(put).await.expect(200);
+            None
+        }
+        ("delete", "vendors/{key}") => {
+            let put = w
+                .server
+                .request(Method::PUT, &w.a.path("vendors/matrix-vendor"))
+                .bearer_auth(&w.a.owner_token)
+                .json(&matrix_vendor());
+            w.server.send(put).await.expect(200);
+            None
+        }
         ("post", "exports/training") => {
             let on = w
                 .server
@@ -671,6 +759,12 @@ async fn request_for(
                 .json(),
         ),
         _ => None,
+    };
+    // The report needs a window and one filter; an empty window of the year 2000 will do.
+    let path = if rest == "breach-report" {
+        format!("{path}?since=2000-01-01T00:00:00Z&until=2000-12-31T00:00:00Z&ip=127.0.0.1")
+    } else {
+        path
     };
     let path = if rest == "users/{user_id}/deactivate" {
         // A fresh user each time, so every call has someone to deactivate.

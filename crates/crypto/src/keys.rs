@@ -147,6 +147,15 @@ impl KeyService {
         *self.provider.write().unwrap_or_else(|p| p.into_inner()) = Some(provider);
     }
 
+    /// Takes the provider away and forgets every cached key: until the next unseal,
+    /// nothing can be encrypted or decrypted (an operator's emergency stop).
+    pub fn seal(&self) {
+        *self.provider.write().unwrap_or_else(|p| p.into_inner()) = None;
+        // Dropping the cached keys zeroizes them (SecretKey zeroizes on drop).
+        self.keks.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        self.active.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+
     /// Whether keys can be used.
     pub fn status(&self) -> KeyStatus {
         match &*self.provider.read().unwrap_or_else(|p| p.into_inner()) {

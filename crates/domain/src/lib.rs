@@ -34,7 +34,9 @@ mod phi;
 mod sealed;
 mod validate;
 
+pub mod breach;
 pub mod break_glass;
+pub mod compliance;
 pub mod consent;
 pub mod devices;
 pub mod e2e;
@@ -44,6 +46,7 @@ pub mod mfa;
 pub mod notes;
 pub mod patients;
 pub mod practices;
+pub mod readiness;
 pub mod recordings;
 pub mod retention;
 pub mod scribe;
@@ -55,6 +58,7 @@ pub mod tokens;
 pub mod training;
 pub mod transcripts;
 pub mod users;
+pub mod vendors;
 
 pub use error::DomainError;
 pub use ids::{

@@ -243,13 +243,15 @@ pub async fn policies(tx: &mut TenantTx) -> Result<Vec<Policy>> {
     let mut out = Vec::with_capacity(DataClass::ALL.len());
     for class in DataClass::ALL {
         let policy = if class == DataClass::E2eUtterance {
+            // The window itself lives in the e2e setting (which the e2e settings route
+            // also changes); a row here records that the tenant chose it, and by whom.
+            let chosen = rows.iter().find(|r| r.0 == class.as_str());
+            let set = chosen.is_some() || e2e_hours != e2e::DEFAULT_RETENTION_HOURS;
             Policy {
                 window_hours: e2e_hours,
-                source: if e2e_hours == e2e::DEFAULT_RETENTION_HOURS {
-                    Source::Default
-                } else {
-                    Source::Tenant
-                },
+                source: if set { Source::Tenant } else { Source::Default },
+                updated_by: chosen.map(|r| UserId::from_uuid(r.3)),
+                updated_at: chosen.map(|r| r.4),
                 ..default_policy(class)
             }
         } else {
@@ -296,7 +298,6 @@ pub async fn set_policy(
     check(class, window_hours, basis)?;
     if class == DataClass::E2eUtterance {
         e2e::set_retention_hours(tx, window_hours, now).await?;
-        return policy(tx, class).await;
     }
     tx.query(
         "INSERT INTO retention_policies (tenant_id, data_class, window_hours, basis, updated_by, updated_at)
@@ -322,12 +323,11 @@ pub async fn reset_policy(
 ) -> Result<Policy> {
     if class == DataClass::E2eUtterance {
         e2e::set_retention_hours(tx, e2e::DEFAULT_RETENTION_HOURS, now).await?;
-    } else {
-        tx.query("DELETE FROM retention_policies WHERE tenant_id = $1 AND data_class = $2")
-            .bind(class.as_str())
-            .execute()
-            .await?;
     }
+    tx.query("DELETE FROM retention_policies WHERE tenant_id = $1 AND data_class = $2")
+        .bind(class.as_str())
+        .execute()
+        .await?;
     Ok(default_policy(class))
 }
 

@@ -26,7 +26,7 @@ use phivault_transcribe::{PrivateDir, SpeakerRole, Transcriber};
 use tokio::io::AsyncWriteExt;
 use uuid::Uuid;
 
-use crate::{DomainError, RecordingId, notes, recordings, transcripts};
+use crate::{DomainError, RecordingId, notes, recordings, transcripts, vendors};
 
 /// The job kind that transcribes a recording (subject: the recording).
 pub const TRANSCRIBE: &str = "transcribe";
@@ -45,6 +45,10 @@ pub struct Scribe {
     pub engine: Arc<dyn Transcriber>,
     /// The note generator.
     pub generator: Arc<dyn NoteGenerator>,
+    /// The vendor that runs the transcription engine (`None`: it runs on this host).
+    pub engine_vendor: Option<String>,
+    /// The vendor that runs the note generator (`None`: it runs on this host).
+    pub generator_vendor: Option<String>,
     /// Where private work directories are made (the system temporary directory if
     /// `None`; tmpfs or an encrypted volume is best).
     pub work_dir: Option<PathBuf>,
@@ -147,9 +151,53 @@ impl Scribe {
         (self.clock)()
     }
 
+    /// Refuses to send a tenant's PHI to `vendor` unless the tenant's registry or the
+    /// platform's has it with a BAA on file. Asked before every call, so a BAA removed
+    /// while jobs are queued stops the next one. The refusal is audited and permanent.
+    async fn clear_vendor(
+        &self,
+        db: &Db,
+        job: &Claimed,
+        vendor: &str,
+        resource: (&str, Uuid),
+    ) -> Result<(), StepError> {
+        let store = |_| StepError::retryable("store_error");
+        let mut p = db.begin_platform(TxMode::Read).await.map_err(store)?;
+        let platform = vendors::list_platform(&mut p).await.map_err(step_error)?;
+        p.commit().await.map_err(store)?;
+        let mut tx = db
+            .begin_tenant(job.tenant, TxMode::Read)
+            .await
+            .map_err(store)?;
+        let own = vendors::list_tenant(&mut tx).await.map_err(step_error)?;
+        tx.commit().await.map_err(store)?;
+        if vendors::clearance(&platform, &own, vendor).is_ok() {
+            return Ok(());
+        }
+        self.auditor
+            .record(system_event(
+                self.now(),
+                job.tenant,
+                Action::AccessDenied,
+                resource,
+                &[],
+                Outcome::Denied,
+                Some(format!(
+                    "vendor_not_cleared: vendor {vendor} has no BAA on file; nothing was sent"
+                )),
+            ))
+            .await
+            .map_err(audit_error)?;
+        Err(StepError::permanent("vendor_not_cleared"))
+    }
+
     async fn transcribe(&self, db: &Db, job: &Claimed) -> Result<(), StepError> {
         let tenant = job.tenant;
         let recording = RecordingId::from_uuid(job.job.subject);
+        if let Some(vendor) = &self.engine_vendor {
+            self.clear_vendor(db, job, vendor, ("recording", recording.as_uuid()))
+                .await?;
+        }
         self.auditor
             .record(system_event(
                 self.now(),
@@ -282,6 +330,10 @@ impl Scribe {
                 })
                 .collect(),
         };
+        if let Some(vendor) = &self.generator_vendor {
+            self.clear_vendor(db, job, vendor, ("transcript", transcript_id))
+                .await?;
+        }
         let note = self.generator.generate(kind, &input).await.map_err(|e| {
             let code = e.code();
             match code {

@@ -19,6 +19,9 @@ pub struct Tenant {
     pub name: String,
     /// `active` or `suspended`.
     pub status: String,
+    /// A sandbox tenant holds synthetic data only: its routes work without PHI mode,
+    /// which it can never turn on. Set when the operator creates it, never changed.
+    pub sandbox: bool,
     /// When it was created.
     pub created_at: DateTime<Utc>,
 }
@@ -29,6 +32,7 @@ struct Row {
     slug: String,
     name: String,
     status: String,
+    sandbox: bool,
     created_at: DateTime<Utc>,
 }
 
@@ -39,6 +43,7 @@ impl From<Row> for Tenant {
             slug: r.slug,
             name: r.name,
             status: r.status,
+            sandbox: r.sandbox,
             created_at: r.created_at,
         }
     }
@@ -60,20 +65,32 @@ fn check_slug(slug: &str) -> Result<()> {
     }
 }
 
-/// Registers a tenant.
+/// Registers a tenant, with PHI mode off.
 pub async fn create(
     tx: &mut PlatformTx,
     slug: &str,
     name: &str,
     now: DateTime<Utc>,
 ) -> Result<Tenant> {
+    create_with(tx, slug, name, false, now).await
+}
+
+/// Registers a tenant, a sandbox one (synthetic data only) when `sandbox` is set.
+pub async fn create_with(
+    tx: &mut PlatformTx,
+    slug: &str,
+    name: &str,
+    sandbox: bool,
+    now: DateTime<Utc>,
+) -> Result<Tenant> {
     check_slug(slug)?;
     let name = validate::text("name", name, 200)?;
     let id = TenantId::generate();
-    tx.query("INSERT INTO tenants (id, slug, name, status, created_at) VALUES ($1, $2, $3, 'active', $4)")
+    tx.query("INSERT INTO tenants (id, slug, name, status, sandbox, created_at) VALUES ($1, $2, $3, 'active', $4, $5)")
         .bind(id)
         .bind(slug)
         .bind(name.as_str())
+        .bind(sandbox)
         .bind(now)
         .execute()
         .await
@@ -83,6 +100,7 @@ pub async fn create(
         slug: slug.to_string(),
         name,
         status: "active".into(),
+        sandbox,
         created_at: now,
     })
 }
@@ -90,7 +108,7 @@ pub async fn create(
 /// Every tenant, by slug.
 pub async fn list(tx: &mut PlatformTx) -> Result<Vec<Tenant>> {
     let rows: Vec<Row> = tx
-        .query("SELECT id, slug, name, status, created_at FROM tenants ORDER BY slug")
+        .query("SELECT id, slug, name, status, sandbox, created_at FROM tenants ORDER BY slug")
         .fetch_all()
         .await?;
     Ok(rows.into_iter().map(Tenant::from).collect())
@@ -99,7 +117,7 @@ pub async fn list(tx: &mut PlatformTx) -> Result<Vec<Tenant>> {
 /// One tenant by id.
 pub async fn get(tx: &mut PlatformTx, id: TenantId) -> Result<Tenant> {
     let row: Option<Row> = tx
-        .query("SELECT id, slug, name, status, created_at FROM tenants WHERE id = $1")
+        .query("SELECT id, slug, name, status, sandbox, created_at FROM tenants WHERE id = $1")
         .bind(id)
         .fetch_optional()
         .await?;
@@ -112,7 +130,7 @@ pub async fn find(tx: &mut PlatformTx, id_or_slug: &str) -> Result<Tenant> {
         return get(tx, id).await;
     }
     let row: Option<Row> = tx
-        .query("SELECT id, slug, name, status, created_at FROM tenants WHERE slug = $1")
+        .query("SELECT id, slug, name, status, sandbox, created_at FROM tenants WHERE slug = $1")
         .bind(id_or_slug)
         .fetch_optional()
         .await?;

@@ -301,6 +301,8 @@ pub mod need {
         TenantManage => false,
         DictationCreate => false,
         ManageTemplates => false,
+        SecurityViewReadiness => false,
+        SecurityManagePhiGates => false,
     );
 
     /// Requires `dictation:review_own` on a route that changes a note (PHI).
@@ -375,6 +377,10 @@ impl<R: Requires> FromRequestParts<AppState> for Scoped<R> {
         };
         if R::PHI && state.keys.status() == KeyStatus::Sealed {
             return Err(crate::error::sealed());
+        }
+        if R::PHI {
+            crate::readiness::require_phi_open(state, parts, scope.tenant(), actor.clone())
+                .await?;
         }
         let audit = RequestAudit::new(parts, scope.tenant(), actor);
         if R::PHI {

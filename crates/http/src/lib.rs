@@ -21,12 +21,14 @@ mod error;
 mod extract;
 mod layers;
 pub mod openapi;
+mod readiness;
 mod routes;
 mod server;
 mod state;
 pub mod throttle;
 
 pub use error::ApiError;
+pub use readiness::ReadinessConfig;
 pub use server::{ServeOptions, TlsFiles, TlsSetupError, load_tls_config, serve};
 pub use state::{AppState, E2eSettings, HttpConfig, MagicLinkSettings, Unsealer};
 pub use throttle::ThrottleConfig;

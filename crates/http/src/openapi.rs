@@ -10,7 +10,7 @@ use crate::routes;
 #[openapi(
     info(title = "phivault", description = "Clinical conversation capture with HIPAA Security Rule safeguards enforced in code."),
     paths(
-        routes::healthz, routes::readyz, routes::me, routes::keys_status, routes::unseal,
+        routes::healthz, routes::readyz, routes::me, routes::keys_status, routes::unseal, routes::seal, routes::platform_facts,
         routes::list_practices, routes::create_practice,
         routes::list_patients, routes::create_patient, routes::get_patient,
         routes::list_encounters, routes::create_encounter, routes::get_encounter,

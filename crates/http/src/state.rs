@@ -133,6 +133,10 @@ pub struct AppState {
     /// Wakes this process's pipeline worker when a job is queued (`None`: no worker
     /// here; another process's worker finds the job at its next poll).
     pub worker_waker: Option<Arc<tokio::sync::Notify>>,
+    /// What the configuration says about the readiness gates it alone knows (TLS in
+    /// front, object backend, outside services and their vendors).
+    pub readiness: crate::readiness::ReadinessConfig,
+    pub(crate) gate_memory: crate::readiness::GateMemory,
     clock: Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>,
 }
 
@@ -168,6 +172,8 @@ impl AppState {
             e2e_hub: E2eHub::new(),
             e2e_writer,
             worker_waker: None,
+            readiness: crate::readiness::ReadinessConfig::default(),
+            gate_memory: crate::readiness::GateMemory::default(),
             clock: Arc::new(Utc::now),
         }
     }
@@ -175,6 +181,12 @@ impl AppState {
     /// Names the notifier of this process's pipeline worker.
     pub fn with_worker_waker(mut self, waker: Arc<tokio::sync::Notify>) -> Self {
         self.worker_waker = Some(waker);
+        self
+    }
+
+    /// Sets what the configuration says about the readiness gates.
+    pub fn with_readiness(mut self, readiness: crate::readiness::ReadinessConfig) -> Self {
+        self.readiness = readiness;
         self
     }
 

@@ -25,6 +25,7 @@ pub(crate) const PLATFORM_TABLES: &[&str] = &[
     "break_glass_grants",
     "guest_devices",
     "device_challenges",
+    "platform_vendors",
 ];
 
 /// Accepts a statement only if `$1` is its tenant filter (`... WHERE ... tenant_id = $1`)
@@ -61,6 +62,10 @@ pub(crate) fn check_platform_statement(sql: &'static str) -> Result<(), StoreErr
     for pair in tokens.windows(2) {
         let kw = pair[0].to_ascii_uppercase();
         if matches!(kw.as_str(), "FROM" | "JOIN" | "INTO" | "UPDATE") {
+            // `ON CONFLICT ... DO UPDATE SET` names no table.
+            if kw == "UPDATE" && pair[1].eq_ignore_ascii_case("SET") {
+                continue;
+            }
             named_any = true;
             let table = pair[1].trim_matches('"').to_ascii_lowercase();
             if !PLATFORM_TABLES.contains(&table.as_str()) {
@@ -162,6 +167,17 @@ mod tests {
         assert!(check_platform_statement("SELECT * FROM patients").is_err());
         assert!(check_platform_statement("SELECT * FROM tenants JOIN users ON true").is_err());
         assert!(check_platform_statement("SELECT 1").is_err());
+        check_platform_statement(
+            "INSERT INTO platform_vendors (id, key) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET key = excluded.key",
+        )
+        .unwrap();
+        assert!(check_platform_statement("UPDATE SET FROM users").is_err());
+        assert!(
+            check_platform_statement(
+                "INSERT INTO tenants (id) VALUES ($1) ON CONFLICT (id) DO UPDATE SET id = (SELECT id FROM users)"
+            )
+            .is_err()
+        );
     }
 }
 

@@ -58,6 +58,11 @@ pub const APP_GRANTS: &[(&str, &str)] = &[
     ("transcripts", "SELECT, INSERT, UPDATE"),
     ("notes", "SELECT, INSERT, UPDATE"),
     ("retention_policies", "SELECT, INSERT, UPDATE, DELETE"),
+    ("platform_vendors", "SELECT, INSERT, UPDATE, DELETE"),
+    ("tenant_vendors", "SELECT, INSERT, UPDATE, DELETE"),
+    ("tenant_baas", "SELECT, INSERT, UPDATE, DELETE"),
+    // Versions are appended, never rewritten.
+    ("compliance_records", "SELECT, INSERT"),
 ];
 
 /// What phivault found out about a PostgreSQL role.

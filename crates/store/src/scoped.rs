@@ -36,6 +36,8 @@ pub enum Arg {
     OptTime(Option<DateTime<Utc>>),
     /// A calendar date.
     Date(NaiveDate),
+    /// An optional calendar date.
+    OptDate(Option<NaiveDate>),
 }
 
 macro_rules! arg_from {
@@ -63,6 +65,7 @@ arg_from!(
     DateTime<Utc> => Time,
     Option<DateTime<Utc>> => OptTime,
     NaiveDate => Date,
+    Option<NaiveDate> => OptDate,
 );
 
 impl From<TenantId> for Arg {
@@ -306,6 +309,7 @@ fn sqlite_args(args: Vec<Arg>) -> Result<SqliteArguments> {
             Arg::Time(v) => out.add(v),
             Arg::OptTime(v) => out.add(v),
             Arg::Date(v) => out.add(v),
+            Arg::OptDate(v) => out.add(v),
         }
         .map_err(encode_err)?;
     }
@@ -328,6 +332,7 @@ fn pg_args(args: Vec<Arg>) -> Result<PgArguments> {
             Arg::Time(v) => out.add(v),
             Arg::OptTime(v) => out.add(v),
             Arg::Date(v) => out.add(v),
+            Arg::OptDate(v) => out.add(v),
         }
         .map_err(encode_err)?;
     }

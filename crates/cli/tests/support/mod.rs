@@ -177,9 +177,18 @@ impl Site {
         self.serve_with(&[])
     }
 
-    /// Creates a tenant with an owner over all practices and a token for the owner.
+    /// Creates a sandbox tenant (synthetic data only, so its PHI routes work without PHI
+    /// mode) with an owner over all practices and a token for the owner.
     pub fn tenant(&self, slug: &str, name: &str) -> TenantFixture {
-        let id = self.cli(&["tenant", "create", "--slug", slug, "--name", name]);
+        let id = self.cli(&[
+            "tenant",
+            "create",
+            "--slug",
+            slug,
+            "--name",
+            name,
+            "--sandbox",
+        ]);
         let owner = self.user(
             &id,
             &format!("owner@{slug}.example.test"),

@@ -1,7 +1,9 @@
 //! Routes. Tenant routes live under `/api/v1/tenants/{tenant_id}/`.
 
 mod audit;
+mod breach;
 mod break_glass;
+mod compliance;
 mod e2e;
 mod encounters;
 mod health;
@@ -10,6 +12,7 @@ mod me;
 mod mfa;
 mod patients;
 mod practices;
+mod readiness;
 mod retention;
 mod scribe;
 mod sessions;
@@ -43,6 +46,9 @@ pub(crate) fn module_docs() -> Vec<utoipa::openapi::OpenApi> {
         e2e::api(),
         scribe::api(),
         retention::api(),
+        readiness::api(),
+        compliance::api(),
+        breach::api(),
     ]
 }
 
@@ -58,6 +64,8 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/api/openapi.json", get(crate::openapi::document))
         .route("/api/v1/sys/keys", get(keys_status))
         .route("/api/v1/sys/unseal", axum::routing::post(unseal))
+        .route("/api/v1/sys/seal", axum::routing::post(seal))
+        .route("/api/v1/sys/readiness", get(platform_facts))
         .route("/api/v1/tenants/{tenant_id}/me", get(me))
         .route(
             "/api/v1/tenants/{tenant_id}/practices",
@@ -89,6 +97,9 @@ pub(crate) fn router() -> Router<AppState> {
         .merge(e2e::router())
         .merge(scribe::router())
         .merge(retention::router())
+        .merge(readiness::router())
+        .merge(compliance::router())
+        .merge(breach::router())
         .merge(web::router())
         .fallback(|| async { ApiError::not_found("route") })
 }

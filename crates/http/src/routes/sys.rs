@@ -3,6 +3,7 @@ use std::net::SocketAddr;
 use axum::Json;
 use axum::extract::{ConnectInfo, State};
 use axum::http::StatusCode;
+use phivault_audit::{Action, Outcome};
 use phivault_crypto::keys::KeyStatus;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -104,7 +105,7 @@ pub(crate) async fn unseal(
         Err(_) => {
             tokio::time::sleep(std::time::Duration::from_secs(1)).await;
             tracing::warn!("unseal attempt with a wrong passphrase");
-            record_unseal(&st, peer, phivault_audit::Outcome::Failure).await;
+            record_key_event(&st, peer, Action::KeysUnsealed, Outcome::Failure).await;
             return Err(ApiError::new(
                 StatusCode::FORBIDDEN,
                 "unseal_failed",
@@ -114,14 +115,89 @@ pub(crate) async fn unseal(
     };
     st.keys.unseal(provider);
     tracing::info!("keys unsealed by an operator on the server host");
-    record_unseal(&st, peer, phivault_audit::Outcome::Success).await;
+    record_key_event(&st, peer, Action::KeysUnsealed, Outcome::Success).await;
     crate::audit::attach_signer(&st).await;
     Ok(Json(keys_view(&st)))
 }
 
-/// Records an unseal attempt on the platform chain. The keys are unsealed (or not)
+/// Seals the keys of a running server: the provider and every cached key are dropped,
+/// PHI is refused until the next unseal, and checkpoints wait. An emergency stop for the
+/// operator on the server host, who proves it with the keyring's passphrase (a loopback
+/// peer alone is not enough: a proxy on the same host makes every client look local).
+#[utoipa::path(post, path = "/api/v1/sys/seal", tag = "system", request_body = UnsealRequest,
+    responses((status = 200, body = KeysView), (status = 403, body = crate::error::ErrorBody),
+              (status = 409, body = crate::error::ErrorBody)))]
+pub(crate) async fn seal(
+    State(st): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ApiJson(body): ApiJson<UnsealRequest>,
+) -> Result<Json<KeysView>, ApiError> {
+    if !peer.ip().is_loopback() {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "sealing is accepted from the server host only",
+        ));
+    }
+    let passphrase = Zeroizing::new(body.passphrase.into_bytes());
+    let Some(unsealer) = st.unsealer.clone() else {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "not_local",
+            "this server's key provider is not sealed by passphrase; stop the server to seal it",
+        ));
+    };
+    if st.keys.status() == KeyStatus::Sealed {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "already_sealed",
+            "the keys are already sealed",
+        ));
+    }
+    let _turn = st.unseal_lock.lock().await;
+    let result = tokio::task::spawn_blocking(move || unsealer(&passphrase))
+        .await
+        .map_err(|_| ApiError::internal())?;
+    if result.is_err() {
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        tracing::warn!("seal attempt with a wrong passphrase");
+        record_key_event(&st, peer, Action::KeysSealed, Outcome::Failure).await;
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "seal_failed",
+            "wrong passphrase, or the keyring is damaged",
+        ));
+    }
+    st.keys.seal();
+    st.auditor.clear_signer();
+    tracing::warn!("keys sealed by an operator on the server host; PHI is refused until unsealed");
+    record_key_event(&st, peer, Action::KeysSealed, Outcome::Success).await;
+    Ok(Json(keys_view(&st)))
+}
+
+/// What the server reports about itself for the readiness gates (keys, audit store,
+/// TLS, outside services), for `phivault readiness --url` on the server host. Answered
+/// to loopback peers only: it names the configuration's vendors.
+#[utoipa::path(get, path = "/api/v1/sys/readiness", tag = "system",
+    responses((status = 200, body = Object, description = "the platform facts"),
+              (status = 403, body = crate::error::ErrorBody)))]
+pub(crate) async fn platform_facts(
+    State(st): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+) -> Result<Json<phivault_domain::readiness::PlatformFacts>, ApiError> {
+    if !peer.ip().is_loopback() {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "the server's readiness facts are answered to the server host only",
+        ));
+    }
+    Ok(Json(st.platform_facts()))
+}
+
+/// Records a seal or unseal attempt on the platform chain. The keys are unsealed (or not)
 /// whatever happens here; a failure to record it is logged.
-async fn record_unseal(st: &AppState, peer: SocketAddr, outcome: phivault_audit::Outcome) {
+async fn record_key_event(st: &AppState, peer: SocketAddr, action: Action, outcome: Outcome) {
     let event = phivault_audit::AuditEvent {
         sequence: 0,
         time: st.now(),
@@ -135,7 +211,7 @@ async fn record_unseal(st: &AppState, peer: SocketAddr, outcome: phivault_audit:
             ip: peer.ip().to_string(),
             ..Default::default()
         },
-        action: phivault_audit::Action::KeysUnsealed,
+        action,
         resource: phivault_audit::Resource {
             kind: "keyring".into(),
             id: String::new(),
@@ -148,6 +224,6 @@ async fn record_unseal(st: &AppState, peer: SocketAddr, outcome: phivault_audit:
         after: None,
     };
     if let Err(e) = st.auditor.record(event).await {
-        tracing::error!(error = %e, "could not record the unseal attempt in the audit trail");
+        tracing::error!(error = %e, "could not record a seal or unseal attempt in the audit trail");
     }
 }
