@@ -21,6 +21,7 @@ mod error;
 mod event;
 pub mod fhir;
 pub mod ledger;
+pub mod packet;
 pub mod signing;
 pub mod witness;
 mod writer;

@@ -120,9 +120,15 @@ impl Default for E2eSection {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ScribeSection {
-    /// Transcription engine: `auto` (pocketsphinx when installed), `pocketsphinx` or
+    /// Transcription engine: `auto` (whisper when a model is configured or installed in
+    /// the data directory, else pocketsphinx when installed), `whisper`, `pocketsphinx` or
     /// `command`.
     pub engine: String,
+    /// Whisper model directory (CTranslate2 format); when unset, the one model installed
+    /// under `<data_dir>/models/whisper/` (`phivault models install-whisper`).
+    pub whisper_model_dir: Option<PathBuf>,
+    /// CPU threads one Whisper transcription uses (1 to 64).
+    pub whisper_threads: usize,
     /// Model directory of pocketsphinx (Debian's en-us model when unset).
     pub pocketsphinx_model_dir: Option<PathBuf>,
     /// The program the `command` engine runs (absolute path).
@@ -155,6 +161,8 @@ impl Default for ScribeSection {
     fn default() -> Self {
         ScribeSection {
             engine: "auto".into(),
+            whisper_model_dir: None,
+            whisper_threads: 1,
             pocketsphinx_model_dir: None,
             command_program: None,
             command_args: Vec::new(),
@@ -493,6 +501,12 @@ impl Config {
         }
         if let Some(v) = get("PHIVAULT_SCRIBE_ENGINE") {
             self.scribe.engine = v;
+        }
+        if let Some(v) = get("PHIVAULT_WHISPER_MODEL") {
+            self.scribe.whisper_model_dir = Some(v.into());
+        }
+        if let Some(v) = get("PHIVAULT_WHISPER_THREADS") {
+            self.scribe.whisper_threads = parse("PHIVAULT_WHISPER_THREADS", &v)?;
         }
         if let Some(v) = get("PHIVAULT_SCRIBE_COMMAND_PROGRAM") {
             self.scribe.command_program = Some(v.into());

@@ -15,14 +15,17 @@ mod compliance;
 mod config;
 mod devcert;
 mod e2e;
+mod evidence;
 mod keys;
 mod migrate;
+mod models;
 mod oplog;
 mod readiness;
 mod retention;
 mod serve;
 mod setup;
 mod staff;
+mod transcribe_cmd;
 mod worker;
 
 use std::net::SocketAddr;
@@ -145,6 +148,12 @@ enum Command {
     DevCert(devcert::DevCertArgs),
     /// Print the OpenAPI document.
     Openapi,
+    /// Install local speech models (Whisper) and show the engine and model in use.
+    #[command(subcommand)]
+    Models(models::ModelsCommand),
+    /// Transcribe a local audio file with an engine and print the transcript (stores
+    /// nothing): to check an engine or model before enabling it.
+    Transcribe(transcribe_cmd::TranscribeArgs),
     /// Run the scribe pipeline's worker alone (transcription and note jobs), for a
     /// deployment that keeps it out of the server (`scribe.in_process_worker = false`).
     /// Needs the keys unsealed (PHIVAULT_KEYRING_PASSPHRASE) and a transcription engine.
@@ -172,6 +181,11 @@ enum Command {
     /// device touched in a window, from the audit trail (docs/breach.md).
     #[command(subcommand)]
     Breach(breach::BreachCommand),
+    /// Evidence packet: export a tenant's signed archive for a reviewer (readiness,
+    /// configuration, vendors, access review, retention, audit verification, compliance),
+    /// or verify one offline (docs/evidence.md).
+    #[command(subcommand)]
+    Evidence(evidence::EvidenceCommand),
 }
 
 fn main() -> ExitCode {
@@ -206,6 +220,8 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Serve { .. } => serve::run(config).await,
             Command::Worker => worker::run(config).await,
+            Command::Models(c) => models::run(config, c).await,
+            Command::Transcribe(args) => transcribe_cmd::run(config, args).await,
             Command::Migrate { app_role } => migrate::run(config, app_role).await,
             Command::Tenant(c) => admin::tenant(config, c).await,
             Command::Practice(c) => admin::practice(config, c).await,
@@ -216,7 +232,9 @@ fn main() -> ExitCode {
             Command::Unseal { url, ca_cert } => {
                 key_op(&config, &url, ca_cert.as_deref(), "unseal").await
             }
-            Command::Seal { url, ca_cert } => key_op(&config, &url, ca_cert.as_deref(), "seal").await,
+            Command::Seal { url, ca_cert } => {
+                key_op(&config, &url, ca_cert.as_deref(), "seal").await
+            }
             Command::Readiness(args) => readiness::run(config, args).await,
             Command::Vendor(c) => readiness::vendor(config, c).await,
             Command::Baa(c) => readiness::baa(config, c).await,
@@ -231,6 +249,7 @@ fn main() -> ExitCode {
             Command::Retention(c) => retention::run(config, c).await,
             Command::Compliance(c) => compliance::run(config, c).await,
             Command::Breach(c) => breach::run(config, c).await,
+            Command::Evidence(c) => evidence::run(config, c).await,
         }
     });
     match result {

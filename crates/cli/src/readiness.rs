@@ -133,7 +133,7 @@ pub fn local_client(ca_cert: Option<&Path>) -> Result<reqwest::Client> {
 }
 
 /// The facts as `phivault serve` would see them at start.
-async fn local_facts(config: &Config, db: &Db) -> Result<PlatformFacts> {
+pub(crate) async fn local_facts(config: &Config, db: &Db) -> Result<PlatformFacts> {
     let keys = crate::keys::start(config).await?;
     let (provider, development, unsealed) = match keys.status() {
         KeyStatus::Sealed => (None, false, false),

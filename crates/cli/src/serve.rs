@@ -130,6 +130,7 @@ pub async fn run(config: Config) -> Result<()> {
         )
         .await?;
         if let Some(scribe) = scribe {
+            state = state.with_transcription(scribe.engine.name(), scribe.engine.model());
             let waker = crate::worker::spawn(&config, db.clone(), scribe, std::future::pending())?;
             state = state.with_worker_waker(waker);
         }

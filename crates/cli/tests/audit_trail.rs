@@ -87,6 +87,22 @@ async fn fixture(backend: Backend) -> Fixture {
         "--evidence-ref",
         "dms://baa/walk-tenant",
     ]);
+    // A compliance record, so that the walk has a history to read.
+    let sanctions = support::write_file(
+        site.data_dir(),
+        "walk-sanctions.json",
+        r#"{"version_label": "v1", "adopted_on": "2026-01-02", "document_ref": "dms://walk"}"#,
+    );
+    site.cli(&[
+        "compliance",
+        "record",
+        "--tenant",
+        &t.id,
+        "--kind",
+        "sanctions_policy",
+        "--body-file",
+        sanctions.to_str().unwrap(),
+    ]);
     let server = site.serve();
     let patient = server
         .create_patient(
@@ -465,6 +481,15 @@ fn walk(f: &Fixture) -> BTreeMap<(&'static str, &'static str), (String, Option<V
         None,
         Audited::Admin,
     );
+    // The evidence packet holds no PHI; producing it is audited evidence.exported with
+    // the archive's digest as the after-snapshot (evidence.rs checks the packet).
+    add(
+        "post",
+        "/api/v1/tenants/{tenant_id}/evidence",
+        t("evidence?sample_events=5"),
+        None,
+        Audited::Admin,
+    );
     add(
         "post",
         "/api/v1/tenants/{tenant_id}/encounters/{encounter_id}/consents",
@@ -628,6 +653,42 @@ fn walk(f: &Fixture) -> BTreeMap<(&'static str, &'static str), (String, Option<V
         String::new(),
         None,
         Audited::No,
+    );
+    // Compliance records are not PHI: a save is audited (compliance.recorded, with an
+    // after-snapshot), a read is not.
+    add(
+        "get",
+        "/api/v1/tenants/{tenant_id}/compliance/records",
+        t("compliance/records"),
+        None,
+        Audited::No,
+    );
+    add(
+        "post",
+        "/api/v1/tenants/{tenant_id}/compliance/records",
+        t("compliance/records"),
+        Some(json!({"kind": "incident", "expected_version": 0, "body": {
+            "opened_on": "2026-01-05", "category": "privacy", "severity": "low",
+            "status": "open", "summary": "Synthetic walk incident", "affected_records": 0,
+            "audit_event_refs": [1]
+        }})),
+        Audited::Admin,
+    );
+    add(
+        "get",
+        "/api/v1/tenants/{tenant_id}/compliance/records/{kind}/{subject}/versions",
+        t("compliance/records/sanctions_policy/current/versions"),
+        None,
+        Audited::No,
+    );
+    add(
+        "post",
+        "/api/v1/tenants/{tenant_id}/compliance/training-acks",
+        t("compliance/training-acks"),
+        Some(json!({"expected_version": 0, "body": {
+            "course": "Synthetic Walk Course", "version": "1", "completed_on": "2026-01-05"
+        }})),
+        Audited::Admin,
     );
     m
 }

@@ -250,6 +250,8 @@ fn rules() -> BTreeMap<(&'static str, &'static str), Rule> {
         ),
         ("get", format!("{t}/audit"), tenant("audit:view")),
         ("get", format!("{t}/breach-report"), tenant("audit:view")),
+        // The evidence packet summarises the trail: audit:view, like the trail itself.
+        ("post", format!("{t}/evidence"), tenant("audit:view")),
         (
             "post",
             format!("{t}/e2e/sessions"),
@@ -291,7 +293,9 @@ fn rules() -> BTreeMap<(&'static str, &'static str), Rule> {
         (
             "get",
             "/api/v1/sys/readiness".into(),
-            Rule::NotWalked("answers loopback peers with no token by design; covered by readiness.rs"),
+            Rule::NotWalked(
+                "answers loopback peers with no token by design; covered by readiness.rs",
+            ),
         ),
         (
             "post",
@@ -328,11 +332,7 @@ fn rules() -> BTreeMap<(&'static str, &'static str), Rule> {
             format!("{t}/vendors/{{key}}"),
             tenant("security:manage_phi_gates"),
         ),
-        (
-            "get",
-            format!("{t}/baa"),
-            tenant("security:view_readiness"),
-        ),
+        ("get", format!("{t}/baa"), tenant("security:view_readiness")),
         (
             "put",
             format!("{t}/baa"),
@@ -342,6 +342,27 @@ fn rules() -> BTreeMap<(&'static str, &'static str), Rule> {
             "delete",
             format!("{t}/baa"),
             tenant("security:manage_phi_gates"),
+        ),
+        (
+            "get",
+            format!("{t}/compliance/records"),
+            tenant("security:view_readiness"),
+        ),
+        (
+            "post",
+            format!("{t}/compliance/records"),
+            tenant("security:manage_phi_gates"),
+        ),
+        (
+            "get",
+            format!("{t}/compliance/records/{{kind}}/{{subject}}/versions"),
+            tenant("security:view_readiness"),
+        ),
+        // Every user records their own training acknowledgements.
+        (
+            "post",
+            format!("{t}/compliance/training-acks"),
+            tenant("practice:read"),
         ),
         (
             "post",
@@ -666,6 +687,13 @@ fn matrix_vendor() -> Value {
     json!({"name": "Synthetic Matrix Vendor", "service": "billing", "touches_phi": false, "baa": null})
 }
 
+/// A new incident each time (no subject, expected version 0).
+fn matrix_incident() -> Value {
+    json!({"kind": "incident", "expected_version": 0, "body": {
+        "opened_on": "2026-01-05", "category": "other", "severity": "low", "status": "open",
+        "summary": "Synthetic matrix incident", "affected_records": 0, "audit_event_refs": []}})
+}
+
 fn matrix_baa() -> Value {
     json!({"signed_on": "2026-01-04", "signatory": "Synthetic Signatory", "evidence_ref": "dms://baa/matrix"})
 }
@@ -684,6 +712,25 @@ async fn request_for(
         .replace("{grant_id}", &uuid::Uuid::new_v4().to_string())
         .replace("{key}", "matrix-vendor");
     let rest = template.rsplit("{tenant_id}/").next().unwrap_or("");
+    // A compliance history needs a subject: a fresh incident, saved by the owner.
+    let path = if rest.ends_with("{kind}/{subject}/versions") {
+        let made = w
+            .server
+            .post_json(
+                &w.a.path("compliance/records"),
+                Some(&w.a.owner_token),
+                &matrix_incident(),
+            )
+            .await;
+        let subject = made.expect(201).json()["subject"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        path.replace("{kind}", "incident")
+            .replace("{subject}", &subject)
+    } else {
+        path
+    };
     let body = match (method, rest) {
         ("post", "practices") => Some(json!({"name": format!("Matrix Practice {}", unique())})),
         ("post", "users") => Some(json!({
@@ -722,6 +769,10 @@ async fn request_for(
         ("put", "phi-mode") => Some(json!({"phi_mode": false})),
         ("put", "vendors/{key}") => Some(matrix_vendor()),
         ("put", "baa") => Some(matrix_baa()),
+        ("post", "compliance/records") => Some(matrix_incident()),
+        // The caller's own acknowledgement (user_id omitted), of a course never seen.
+        ("post", "compliance/training-acks") => Some(json!({"expected_version": 0, "body": {
+            "course": format!("Matrix course {}", unique()), "version": "1", "completed_on": "2026-01-05"}})),
         // Something to read or remove, put there by the owner first.
         ("get", "baa") | ("delete", "baa") => {
             let put = w

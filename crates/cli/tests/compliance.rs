@@ -379,6 +379,8 @@ async fn versioned_and_audited(backend: Backend) {
         .map(|v| v["body"]["status"].as_str().unwrap())
         .collect();
     assert_eq!(statuses, ["open", "closed"]);
+    // The answer to a save is the version as stored (times to the microsecond).
+    assert_eq!(history[1], closed);
     let subject = format!("{officer}:{course}").replace(' ', "%20");
     assert_eq!(
         versions(&server, &t, "training_ack", &subject).await.len(),

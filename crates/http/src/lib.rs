@@ -30,7 +30,9 @@ pub mod throttle;
 pub use error::ApiError;
 pub use readiness::ReadinessConfig;
 pub use server::{ServeOptions, TlsFiles, TlsSetupError, load_tls_config, serve};
-pub use state::{AppState, E2eSettings, HttpConfig, MagicLinkSettings, Unsealer};
+pub use state::{
+    AppState, E2eSettings, HttpConfig, MagicLinkSettings, TranscriptionInfo, Unsealer,
+};
 pub use throttle::ThrottleConfig;
 
 use axum::Router;

@@ -97,6 +97,15 @@ impl E2eHub {
     }
 }
 
+/// The transcription engine a process's worker runs, as `/readyz` reports it.
+#[derive(Clone, Debug)]
+pub struct TranscriptionInfo {
+    /// Engine name, e.g. `whisper` or `pocketsphinx`.
+    pub engine: String,
+    /// Its model, e.g. `tiny.en sha256:…`.
+    pub model: String,
+}
+
 /// What every handler shares, built once at start-up.
 #[derive(Clone)]
 pub struct AppState {
@@ -136,6 +145,9 @@ pub struct AppState {
     /// What the configuration says about the readiness gates it alone knows (TLS in
     /// front, object backend, outside services and their vendors).
     pub readiness: crate::readiness::ReadinessConfig,
+    /// The transcription engine and model of this process's pipeline worker, for
+    /// `/readyz` (`None`: no worker here).
+    pub transcription: Option<TranscriptionInfo>,
     pub(crate) gate_memory: crate::readiness::GateMemory,
     clock: Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>,
 }
@@ -173,6 +185,7 @@ impl AppState {
             e2e_writer,
             worker_waker: None,
             readiness: crate::readiness::ReadinessConfig::default(),
+            transcription: None,
             gate_memory: crate::readiness::GateMemory::default(),
             clock: Arc::new(Utc::now),
         }
@@ -181,6 +194,15 @@ impl AppState {
     /// Names the notifier of this process's pipeline worker.
     pub fn with_worker_waker(mut self, waker: Arc<tokio::sync::Notify>) -> Self {
         self.worker_waker = Some(waker);
+        self
+    }
+
+    /// Names the transcription engine and model this process's worker runs.
+    pub fn with_transcription(mut self, engine: &str, model: String) -> Self {
+        self.transcription = Some(TranscriptionInfo {
+            engine: engine.to_owned(),
+            model,
+        });
         self
     }
 

@@ -6,8 +6,8 @@
 //! [`probe`] (or [`probe_reader`], on an upload as it streams in) validates an upload
 //! (decoding it fully, so damage is caught at upload time),
 //! [`decode_mono_16k`] turns it into 16 kHz mono samples, [`write_wav_16k`] writes those
-//! for an engine, and a [`Transcriber`] ([`PocketSphinx`] or [`CommandTranscriber`]) returns a
-//! [`Transcript`].
+//! for an engine, and a [`Transcriber`] ([`Whisper`] in process, [`PocketSphinx`] or
+//! [`CommandTranscriber`]) returns a [`Transcript`].
 //!
 //! # Accepted and refused audio
 //!
@@ -42,6 +42,7 @@ mod error;
 mod healthscribe;
 mod pocketsphinx;
 mod process;
+mod whisper;
 
 pub use audio::{AudioInfo, TARGET_RATE, decode_mono_16k, probe, probe_reader, write_wav_16k};
 pub use command::{CommandConfig, CommandTranscriber, OutputFormat, PrivateDir};
@@ -52,3 +53,7 @@ pub use healthscribe::{
     ScribeTag, StartMedicalScribeJobRequest, build_request, parse_transcript,
 };
 pub use pocketsphinx::{PocketSphinx, PocketSphinxConfig};
+pub use whisper::{
+    FeatureSettings, MODEL_FILES, MelFrontEnd, ModelError, ModelRecord, PREPROCESSOR_CONFIG_JSON,
+    RECORD_FILE, Whisper, WhisperConfig, install_from_wheel, installed_models, valid_model_name,
+};

@@ -30,6 +30,12 @@ pub(crate) struct Readiness {
     audit: &'static str,
     /// `signing` or `waiting_for_keys`: whether checkpoints can be signed.
     audit_checkpoints: &'static str,
+    /// The transcription engine of this process's pipeline worker (`whisper`,
+    /// `pocketsphinx`, …); null when no worker runs here.
+    transcription_engine: Option<String>,
+    /// Its model (for whisper, `<name> sha256:<model.bin hash>`); null when no worker
+    /// runs here.
+    transcription_model: Option<String>,
 }
 
 /// Liveness: the process is up and serving.
@@ -67,6 +73,8 @@ pub(crate) async fn readyz(State(st): State<AppState>) -> Response {
             } else {
                 "waiting_for_keys"
             },
+            transcription_engine: st.transcription.as_ref().map(|t| t.engine.clone()),
+            transcription_model: st.transcription.as_ref().map(|t| t.model.clone()),
         }),
     )
         .into_response();

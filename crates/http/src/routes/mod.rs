@@ -6,6 +6,7 @@ mod break_glass;
 mod compliance;
 mod e2e;
 mod encounters;
+mod evidence;
 mod health;
 mod magic_link;
 mod me;
@@ -49,6 +50,7 @@ pub(crate) fn module_docs() -> Vec<utoipa::openapi::OpenApi> {
         readiness::api(),
         compliance::api(),
         breach::api(),
+        evidence::api(),
     ]
 }
 
@@ -100,6 +102,7 @@ pub(crate) fn router() -> Router<AppState> {
         .merge(readiness::router())
         .merge(compliance::router())
         .merge(breach::router())
+        .merge(evidence::router())
         .merge(web::router())
         .fallback(|| async { ApiError::not_found("route") })
 }

@@ -1,0 +1,105 @@
+//! `phivault transcribe FILE`: runs a transcription engine on a local audio file and
+//! prints the transcript, storing nothing; operators use it to check an engine or model
+//! before enabling it. The audio goes the server's way: decoded by symphonia, downmixed,
+//! resampled to 16 kHz (rubato), written into a private work directory (0700, overwritten
+//! and removed afterwards) for the engine.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow};
+use clap::Args;
+use phivault_transcribe::{PrivateDir, decode_mono_16k, write_wav_16k};
+
+use crate::config::Config;
+
+/// `phivault transcribe`.
+#[derive(Args, Debug)]
+pub struct TranscribeArgs {
+    /// The audio file: WAV, FLAC, Ogg Vorbis, MP3, M4A/MP4 (AAC) or ADTS AAC.
+    file: PathBuf,
+    /// Engine: auto, whisper, pocketsphinx or command (default: scribe.engine).
+    #[arg(long, value_name = "NAME")]
+    engine: Option<String>,
+    /// Print JSON: {"engine", "model", "duration_ms", "segments": [{"start_ms", "end_ms",
+    /// "text"}]}.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Runs `phivault transcribe`. The transcript goes to standard output only: it is PHI when
+/// the recording is real.
+pub async fn run(config: Config, args: TranscribeArgs) -> Result<()> {
+    let name = args
+        .engine
+        .clone()
+        .unwrap_or_else(|| config.scribe.engine.clone());
+    let engine = crate::worker::engine_named(&config, &name)
+        .await?
+        .ok_or_else(|| {
+            anyhow!(
+                "no transcription engine: install a Whisper model (phivault models install-whisper) or pocketsphinx, or pass --engine"
+            )
+        })?;
+    let max = Duration::from_secs(config.scribe.max_duration_secs.max(1));
+    let file = args.file.clone();
+    let samples = tokio::task::spawn_blocking(move || decode_mono_16k(&file, max))
+        .await
+        .context("the decoder stopped")?
+        .map_err(|e| anyhow!("cannot decode {}: {e} ({})", args.file.display(), e.code()))?;
+    let duration_ms = samples.len() as u64 * 1000 / 16_000;
+    let dir = PrivateDir::create(config.scribe.work_dir.as_deref())
+        .map_err(|e| anyhow!("cannot make a private work directory: {e}"))?;
+    let wav = dir.path().join("audio.wav");
+    let written = write_wav_16k(&samples, &wav);
+    drop(samples);
+    let transcript = match written {
+        Ok(()) => engine.transcribe(&wav).await,
+        Err(e) => Err(e),
+    };
+    dir.wipe().await;
+    let transcript = transcript.map_err(|e| {
+        anyhow!(
+            "{} could not transcribe {}: {e} ({})",
+            engine.name(),
+            args.file.display(),
+            e.code()
+        )
+    })?;
+    if args.json {
+        let segments: Vec<serde_json::Value> = transcript
+            .segments
+            .iter()
+            .map(|s| {
+                serde_json::json!({
+                    "start_ms": s.start_ms,
+                    "end_ms": s.end_ms,
+                    "text": s.text.expose(),
+                })
+            })
+            .collect();
+        let out = serde_json::json!({
+            "engine": transcript.engine,
+            "model": transcript.model,
+            "duration_ms": duration_ms,
+            "segments": segments,
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        println!("engine: {} ({})", transcript.engine, transcript.model);
+        for s in &transcript.segments {
+            println!(
+                "[{} -> {}] {}",
+                clock(s.start_ms),
+                clock(s.end_ms),
+                s.text.expose()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `m:ss.mmm`.
+fn clock(ms: u64) -> String {
+    format!("{}:{:02}.{:03}", ms / 60_000, ms / 1000 % 60, ms % 1000)
+}
