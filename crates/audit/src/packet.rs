@@ -869,6 +869,49 @@ mod tests {
     }
 
     #[test]
+    fn oversized_and_hostile_archives_are_refused() {
+        // Zeroed pages are not touched: the size is refused before any byte is read.
+        let huge = vec![0u8; MAX_PACKET_BYTES + 1];
+        assert!(matches!(verify(&huge, None), Err(PacketError::TooLarge)));
+        // A signed archive with an entry that climbs out of the extraction directory,
+        // and one with a link entry: refused by name and type before the signature.
+        let signer = PacketSigner::from_seed(&SEED);
+        for (name, kind) in [
+            ("../escape", tar::EntryType::Regular),
+            ("packet.json", tar::EntryType::Symlink),
+        ] {
+            let mut b = tar::Builder::new(Vec::new());
+            // The writer refuses `..`, so the name goes into the header's bytes directly.
+            let mut h = header("placeholder", 2).unwrap();
+            let raw = &mut h.as_old_mut().name;
+            raw.fill(0);
+            raw[..name.len()].copy_from_slice(name.as_bytes());
+            h.set_entry_type(kind);
+            h.set_cksum();
+            b.append(&h, b"{}".as_slice()).unwrap();
+            for n in CONTENT_ENTRIES {
+                b.append(&header(n, 2).unwrap(), b"{}".as_slice()).unwrap();
+            }
+            let digest: [u8; 32] = Sha256::digest(b.get_ref()).into();
+            let sig = PacketSignature {
+                format: SIGNATURE_FORMAT.into(),
+                algorithm: "ed25519".into(),
+                public_key: hex::encode(signer.verifying_key().as_bytes()),
+                covers: SIGNATURE_COVERS.into(),
+                sha256: hex::encode(digest),
+                signature: hex::encode(signer.key.sign(&message(&digest)).to_bytes()),
+            };
+            let mut bytes = b.into_inner().unwrap();
+            bytes.truncate(bytes.len() - 2 * BLOCK);
+            bytes.extend_from_slice(&tail(&sig).unwrap());
+            assert!(
+                matches!(verify(&bytes, None), Err(PacketError::Malformed(_))),
+                "{name} {kind:?} passed"
+            );
+        }
+    }
+
+    #[test]
     fn a_forged_checkpoint_fails_by_name() {
         let signer = PacketSigner::from_seed(&SEED);
         let (bytes, _) = packet();

@@ -694,6 +694,16 @@ async fn evidence_packet(backend: Backend) {
             .await;
         reply.expect_error(400, "invalid_query");
     }
+    // An oversized body is refused by the edge before the route runs.
+    w.server
+        .post_raw(
+            &w.t.path("evidence"),
+            Some(&w.t.owner_token),
+            Some("application/octet-stream"),
+            vec![b'x'; 1024 * 1024 + 1],
+        )
+        .await
+        .expect_error(413, "payload_too_large");
     // A body is not read: hostile bytes change nothing.
     let reply = w
         .server
