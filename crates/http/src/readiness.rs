@@ -105,12 +105,17 @@ pub(crate) async fn tenant_checklist(
 ) -> Result<Checklist, ApiError> {
     let mut p = st.db.begin_platform(TxMode::Read).await?;
     let row = tenants::get(&mut p, tenant).await?;
-    p.commit().await?;
-    checklist_of(st, row).await
+    checklist_of(st, p, row).await
 }
 
-async fn checklist_of(st: &AppState, row: tenants::Tenant) -> Result<Checklist, ApiError> {
-    let mut p = st.db.begin_platform(TxMode::Read).await?;
+/// Finishes a checklist from the tenant's row: the platform's vendors in the same
+/// platform transaction `p`, then the tenant's records (PHI mode included) in one
+/// tenant transaction.
+async fn checklist_of(
+    st: &AppState,
+    mut p: phivault_store::PlatformTx,
+    row: tenants::Tenant,
+) -> Result<Checklist, ApiError> {
     let vendors = readiness::load_platform(&mut p).await?;
     p.commit().await?;
     let mut tx = st.db.begin_tenant(row.id, TxMode::Read).await?;
@@ -135,24 +140,14 @@ pub(crate) async fn require_phi_open(
 ) -> Result<(), ApiError> {
     let mut p = st.db.begin_platform(TxMode::Read).await?;
     let row = tenants::get(&mut p, tenant).await?;
-    p.commit().await?;
-    // The cheap answers first: a sandbox needs no gates, and PHI mode off needs none
-    // evaluated to refuse.
-    let mode_on = if row.sandbox {
-        false
-    } else {
-        let mut tx = st.db.begin_tenant(tenant, TxMode::Read).await?;
-        let mode = readiness::phi_mode(&mut tx).await?;
-        tx.commit().await?;
-        mode.on
-    };
-    let access = if row.sandbox {
-        PhiAccess::Sandbox
-    } else if !mode_on {
-        PhiAccess::ModeOff
-    } else {
-        let checklist = checklist_of(st, row).await?;
-        let access = readiness::phi_access(&checklist);
+    // A sandbox needs no gates: one read, and the request goes on.
+    if row.sandbox {
+        p.commit().await?;
+        return Ok(());
+    }
+    let checklist = checklist_of(st, p, row).await?;
+    let access = readiness::phi_access(&checklist);
+    if checklist.phi_mode {
         let open = match &access {
             PhiAccess::GateOpen(g) => Some(g.id),
             _ => None,
@@ -160,8 +155,7 @@ pub(crate) async fn require_phi_open(
         if st.gate_memory.changed(tenant, open) {
             record_gate_change(st, parts, tenant, &checklist, open).await;
         }
-        access
-    };
+    }
     let (code, message, reason) = match access {
         PhiAccess::Sandbox | PhiAccess::Open => return Ok(()),
         PhiAccess::ModeOff => (
