@@ -54,9 +54,13 @@ pub enum BenchCommand {
     /// Recording upload throughput (one large WAV over loopback HTTP) against writing the
     /// same bytes to the same disk, and the server's peak memory.
     Upload(crate::bench_upload::UploadArgs),
-    /// Transcription real-time factor and word error rate of the local engine on a
-    /// dialogue set (scripts/make-dialogue-set).
+    /// Transcription word error rate and real-time factor of the engines side by side,
+    /// clean and with pink noise, on a dialogue set (scripts/make-dialogue-set), and the
+    /// effect of a vocabulary prompt.
     Transcribe(crate::bench_transcribe::TranscribeArgs),
+    /// A long recording (60 minutes by default) made from a dialogue set, transcribed
+    /// the server's way: word error rate, real-time factor, peak memory and progress.
+    TranscribeLong(crate::bench_transcribe_long::TranscribeLongArgs),
     /// Tenant-scoped create/read of encounters against the same operations unscoped.
     Scoping {
         /// Backends to measure.
@@ -84,7 +88,7 @@ pub enum BenchBackend {
     Postgres,
 }
 
-pub async fn run(_config: Config, cmd: BenchCommand) -> Result<()> {
+pub async fn run(config: Config, cmd: BenchCommand) -> Result<()> {
     match cmd {
         BenchCommand::Stream(args) => crate::bench_stream::run(args).await,
         BenchCommand::AuditVerify(args) => crate::bench_audit::run(args),
@@ -92,7 +96,10 @@ pub async fn run(_config: Config, cmd: BenchCommand) -> Result<()> {
         BenchCommand::Auth(args) => crate::bench_auth::run(args).await,
         BenchCommand::E2eAppend(args) => crate::bench_e2e::run(args).await,
         BenchCommand::Upload(args) => crate::bench_upload::run(args).await,
-        BenchCommand::Transcribe(args) => crate::bench_transcribe::run(args).await,
+        BenchCommand::Transcribe(args) => crate::bench_transcribe::run(&config, args).await,
+        BenchCommand::TranscribeLong(args) => {
+            crate::bench_transcribe_long::run(&config, args).await
+        }
         BenchCommand::Scoping {
             backend,
             ops,

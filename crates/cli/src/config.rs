@@ -121,8 +121,8 @@ impl Default for E2eSection {
 #[serde(deny_unknown_fields, default)]
 pub struct ScribeSection {
     /// Transcription engine: `auto` (whisper when a model is configured or installed in
-    /// the data directory, else pocketsphinx when installed), `whisper`, `pocketsphinx` or
-    /// `command`.
+    /// the data directory, else pocketsphinx when installed), `whisper`, `pocketsphinx`,
+    /// `command` or `openai-compatible` (a speech server's `/v1/audio/transcriptions`).
     pub engine: String,
     /// Whisper model directory (CTranslate2 format); when unset, the one model installed
     /// under `<data_dir>/models/whisper/` (`phivault models install-whisper`).
@@ -137,6 +137,13 @@ pub struct ScribeSection {
     pub command_args: Vec<String>,
     /// What it prints: `text`, `segments-json` or `whisper-cpp-json`.
     pub command_output: String,
+    /// API root (up to and including `/v1`) of the `openai-compatible` transcription
+    /// engine: on loopback, or run by the vendor named in `[vendors] transcription`.
+    pub transcription_openai_base_url: Option<String>,
+    /// The model name that server knows.
+    pub transcription_openai_model: Option<String>,
+    /// Its bearer token, if it wants one (prefer `PHIVAULT_TRANSCRIPTION_OPENAI_API_KEY`).
+    pub transcription_openai_api_key: Option<String>,
     /// Note generator: `rules` or `openai-compatible`.
     pub note_generator: String,
     /// Base URL of the OpenAI-compatible endpoint: on loopback, or run by the vendor
@@ -167,6 +174,9 @@ impl Default for ScribeSection {
             command_program: None,
             command_args: Vec::new(),
             command_output: "text".into(),
+            transcription_openai_base_url: None,
+            transcription_openai_model: None,
+            transcription_openai_api_key: None,
             note_generator: "rules".into(),
             openai_base_url: None,
             openai_model: None,
@@ -519,6 +529,15 @@ impl Config {
         if let Some(v) = get("PHIVAULT_SCRIBE_COMMAND_OUTPUT") {
             self.scribe.command_output = v;
         }
+        if let Some(v) = get("PHIVAULT_TRANSCRIPTION_OPENAI_BASE_URL") {
+            self.scribe.transcription_openai_base_url = Some(v);
+        }
+        if let Some(v) = get("PHIVAULT_TRANSCRIPTION_OPENAI_MODEL") {
+            self.scribe.transcription_openai_model = Some(v);
+        }
+        if let Some(v) = get("PHIVAULT_TRANSCRIPTION_OPENAI_API_KEY") {
+            self.scribe.transcription_openai_api_key = Some(v);
+        }
         if let Some(v) = get("PHIVAULT_SCRIBE_NOTE_GENERATOR") {
             self.scribe.note_generator = v;
         }
@@ -735,7 +754,17 @@ impl Config {
                 always_phi,
             };
         let mut out = vec![
-            service("transcription", false, &v.transcription, true),
+            service(
+                "transcription",
+                self.scribe.engine == "openai-compatible"
+                    && !self
+                        .scribe
+                        .transcription_openai_base_url
+                        .as_deref()
+                        .is_some_and(url_is_loopback),
+                &v.transcription,
+                true,
+            ),
             service(
                 "note_generation",
                 self.scribe.note_generator == "openai-compatible"

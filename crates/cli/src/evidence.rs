@@ -201,6 +201,8 @@ pub(crate) fn redacted(config: &Config) -> Value {
         },
         "scribe": {
             "engine": sc.engine,
+            "whisper_model_dir": sc.whisper_model_dir,
+            "whisper_threads": sc.whisper_threads,
             "pocketsphinx_model_dir": sc.pocketsphinx_model_dir,
             "command_program": sc.command_program,
             // Arguments of an outside program can carry tokens: only their number.

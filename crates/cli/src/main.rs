@@ -9,6 +9,7 @@ mod bench_auth;
 mod bench_e2e;
 mod bench_stream;
 mod bench_transcribe;
+mod bench_transcribe_long;
 mod bench_upload;
 mod breach;
 mod compliance;

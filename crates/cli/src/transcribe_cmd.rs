@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow};
 use clap::Args;
-use phivault_transcribe::{PrivateDir, decode_mono_16k, write_wav_16k};
+use phivault_transcribe::{PrivateDir, TARGET_RATE, TranscribeOptions, decode_to_wav_16k};
 
 use crate::config::Config;
 
@@ -18,13 +18,17 @@ use crate::config::Config;
 pub struct TranscribeArgs {
     /// The audio file: WAV, FLAC, Ogg Vorbis, MP3, M4A/MP4 (AAC) or ADTS AAC.
     file: PathBuf,
-    /// Engine: auto, whisper, pocketsphinx or command (default: scribe.engine).
+    /// Engine: auto, whisper, pocketsphinx, command or openai-compatible (default: scribe.engine).
     #[arg(long, value_name = "NAME")]
     engine: Option<String>,
     /// Print JSON: {"engine", "model", "duration_ms", "segments": [{"start_ms", "end_ms",
     /// "text"}]}.
     #[arg(long)]
     json: bool,
+    /// Terms to spell right, comma-separated (as a tenant's vocabulary): passed to
+    /// Whisper as its previous-text prompt; engines without a prompt ignore them.
+    #[arg(long, value_name = "TERMS", value_delimiter = ',')]
+    vocabulary: Vec<String>,
 }
 
 /// Runs `phivault transcribe`. The transcript goes to standard output only: it is PHI when
@@ -41,22 +45,34 @@ pub async fn run(config: Config, args: TranscribeArgs) -> Result<()> {
                 "no transcription engine: install a Whisper model (phivault models install-whisper) or pocketsphinx, or pass --engine"
             )
         })?;
+    let vocabulary = phivault_domain::vocabulary::normalise(&args.vocabulary)
+        .map_err(|e| anyhow!("--vocabulary: {e}"))?;
     let max = Duration::from_secs(config.scribe.max_duration_secs.max(1));
-    let file = args.file.clone();
-    let samples = tokio::task::spawn_blocking(move || decode_mono_16k(&file, max))
-        .await
-        .context("the decoder stopped")?
-        .map_err(|e| anyhow!("cannot decode {}: {e} ({})", args.file.display(), e.code()))?;
-    let duration_ms = samples.len() as u64 * 1000 / 16_000;
     let dir = PrivateDir::create(config.scribe.work_dir.as_deref())
         .map_err(|e| anyhow!("cannot make a private work directory: {e}"))?;
     let wav = dir.path().join("audio.wav");
-    let written = write_wav_16k(&samples, &wav);
-    drop(samples);
-    let transcript = match written {
-        Ok(()) => engine.transcribe(&wav).await,
-        Err(e) => Err(e),
+    let (file, target) = (args.file.clone(), wav.clone());
+    // Decoded straight into the private WAV, as the server does: nothing is held whole.
+    let decoded = tokio::task::spawn_blocking(move || decode_to_wav_16k(&file, &target, max))
+        .await
+        .context("the decoder stopped")?;
+    let samples = match decoded {
+        Ok(samples) => samples,
+        Err(e) => {
+            dir.wipe().await;
+            return Err(anyhow!(
+                "cannot decode {}: {e} ({})",
+                args.file.display(),
+                e.code()
+            ));
+        }
     };
+    let duration_ms = samples * 1000 / u64::from(TARGET_RATE);
+    let options = TranscribeOptions {
+        vocabulary,
+        progress: None,
+    };
+    let transcript = engine.transcribe_with(&wav, &options).await;
     dir.wipe().await;
     let transcript = transcript.map_err(|e| {
         anyhow!(

@@ -15,8 +15,8 @@ use phivault_pipeline::jobs::WorkerId;
 use phivault_pipeline::worker::{Worker, WorkerOptions};
 use phivault_store::{Db, ObjectStorage};
 use phivault_transcribe::{
-    CommandConfig, CommandTranscriber, OutputFormat, PocketSphinx, PocketSphinxConfig, Transcriber,
-    Whisper, WhisperConfig,
+    CommandConfig, CommandTranscriber, OpenAiTranscribeConfig, OpenAiTranscriber, OutputFormat,
+    PocketSphinx, PocketSphinxConfig, Transcriber, Whisper, WhisperConfig,
 };
 
 use crate::config::{Config, ScribeSection};
@@ -60,10 +60,11 @@ async fn load_whisper(config: &Config, dir: PathBuf) -> Result<Whisper> {
         .with_context(|| format!("the Whisper model in {} cannot be used", dir.display()))
 }
 
-/// The transcription engine named `name` (`auto`, `whisper`, `pocketsphinx` or
-/// `command`), loaded; `None` when `auto` finds none.
+/// The transcription engine named `name` (`auto`, `whisper`, `pocketsphinx`, `command`
+/// or `openai-compatible`), loaded; `None` when `auto` finds none.
 pub async fn engine_named(config: &Config, name: &str) -> Result<Option<Arc<dyn Transcriber>>> {
     match name {
+        "openai-compatible" => Ok(Some(Arc::new(openai_engine(config).await?))),
         "whisper" => {
             let Some(dir) = whisper_dir(config)? else {
                 bail!(
@@ -79,6 +80,36 @@ pub async fn engine_named(config: &Config, name: &str) -> Result<Option<Arc<dyn 
         },
         other => engine(&config.scribe, other),
     }
+}
+
+/// The `openai-compatible` engine: its endpoint is on this machine, or run by the vendor
+/// named in `[vendors] transcription` (whose BAA the scribe step checks before every job).
+async fn openai_engine(config: &Config) -> Result<OpenAiTranscriber> {
+    let s = &config.scribe;
+    let (Some(url), Some(model)) = (
+        &s.transcription_openai_base_url,
+        &s.transcription_openai_model,
+    ) else {
+        bail!(
+            "scribe.engine = openai-compatible needs scribe.transcription_openai_base_url (PHIVAULT_TRANSCRIPTION_OPENAI_BASE_URL) and scribe.transcription_openai_model (PHIVAULT_TRANSCRIPTION_OPENAI_MODEL)"
+        );
+    };
+    let url = url::Url::parse(url).context("scribe.transcription_openai_base_url is not a URL")?;
+    let clearance = match config.vendors.transcription.as_deref() {
+        Some(v) => EndpointClearance::VendorWithBaa { vendor: v.into() },
+        None => EndpointClearance::loopback(&url).await.context(
+            "scribe.transcription_openai_base_url is not on loopback: name its vendor in [vendors] transcription (PHIVAULT_VENDOR_TRANSCRIPTION) and register the vendor with its BAA",
+        )?,
+    };
+    let mut c = OpenAiTranscribeConfig::new(url, model.clone());
+    c.api_key = s
+        .transcription_openai_api_key
+        .as_deref()
+        .filter(|k| !k.is_empty())
+        .map(Into::into);
+    c.timeout = Duration::from_secs(s.max_duration_secs.max(60));
+    OpenAiTranscriber::new(c, clearance)
+        .context("the openai-compatible transcription engine's configuration is refused")
 }
 
 /// A program-based engine; `None` when `auto` finds none.
@@ -123,7 +154,9 @@ fn engine(s: &ScribeSection, name: &str) -> Result<Option<Arc<dyn Transcriber>>>
             .context("scribe.command_program is not usable")?;
             Ok(Some(Arc::new(engine)))
         }
-        other => bail!("scribe.engine {other:?}: expected auto, whisper, pocketsphinx or command"),
+        other => bail!(
+            "scribe.engine {other:?}: expected auto, whisper, pocketsphinx, command or openai-compatible"
+        ),
     }
 }
 

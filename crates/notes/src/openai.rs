@@ -129,6 +129,43 @@ impl EndpointClearance {
             .await
             .map(EndpointClearance::Loopback)
     }
+
+    /// An HTTP client builder for `url`, an API root this clearance covers: no environment
+    /// proxy, no redirects, and `localhost` pinned to the addresses that were verified.
+    /// Refused: a URL that is not plain http(s) without credentials, query or fragment
+    /// (`invalid_config`); one the loopback clearance was not verified for, or a vendor
+    /// clearance without a vendor name (`endpoint_not_cleared`); plain http to a host that is
+    /// not a loopback IP literal under a vendor clearance (`insecure_endpoint`). Shared by
+    /// every client that sends PHI to an OpenAI-compatible server; the caller adds timeouts.
+    pub fn client_builder(&self, url: &Url) -> Result<reqwest::ClientBuilder> {
+        check_base_url(url)?;
+        let mut builder = reqwest::Client::builder()
+            // An environment proxy or a redirect would carry PHI to a host nobody cleared.
+            .no_proxy()
+            .redirect(reqwest::redirect::Policy::none());
+        match self {
+            EndpointClearance::Loopback(endpoint) => {
+                if !endpoint.covers(url) {
+                    return Err(Error::EndpointNotCleared);
+                }
+                // Resolve `localhost` to the addresses that were verified, not afresh.
+                if !endpoint.pinned.is_empty() {
+                    builder = builder.resolve_to_addrs(&endpoint.host, &endpoint.pinned);
+                }
+            }
+            EndpointClearance::VendorWithBaa { vendor } => {
+                if vendor.trim().is_empty() {
+                    return Err(Error::EndpointNotCleared);
+                }
+                // A vendor clearance does not verify where a name resolves, so only a
+                // loopback IP literal may be spoken to without TLS.
+                if url.scheme() == "http" && !is_loopback_literal(url) {
+                    return Err(Error::InsecureEndpoint);
+                }
+            }
+        }
+        Ok(builder)
+    }
 }
 
 fn is_localhost(name: &str) -> bool {
@@ -163,6 +200,25 @@ fn check_scheme(url: &Url) -> Result<()> {
     }
 }
 
+/// An API root: http(s), a host, and no credentials, query or fragment.
+fn check_base_url(url: &Url) -> Result<()> {
+    check_scheme(url)?;
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(Error::InvalidConfig(
+            "the base URL must not carry credentials",
+        ));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(Error::InvalidConfig(
+            "the base URL must not have a query or fragment",
+        ));
+    }
+    if url.host().is_none() {
+        return Err(Error::InvalidConfig("the base URL has no host"));
+    }
+    Ok(())
+}
+
 /// The OpenAI-compatible note generator (`"openai-compatible"`).
 #[derive(Debug, Clone)]
 pub struct OpenAiGenerator {
@@ -178,20 +234,7 @@ impl OpenAiGenerator {
     /// (`insecure_endpoint`); unusable settings (`invalid_config`). Does no I/O.
     pub fn new(config: OpenAiConfig, clearance: EndpointClearance) -> Result<OpenAiGenerator> {
         let url = &config.base_url;
-        check_scheme(url)?;
-        if !url.username().is_empty() || url.password().is_some() {
-            return Err(Error::InvalidConfig(
-                "the base URL must not carry credentials",
-            ));
-        }
-        if url.query().is_some() || url.fragment().is_some() {
-            return Err(Error::InvalidConfig(
-                "the base URL must not have a query or fragment",
-            ));
-        }
-        if url.host().is_none() {
-            return Err(Error::InvalidConfig("the base URL has no host"));
-        }
+        check_base_url(url)?;
         if config.model.trim().is_empty() {
             return Err(Error::InvalidConfig("the model name is empty"));
         }
@@ -208,33 +251,10 @@ impl OpenAiGenerator {
             ));
         }
 
-        let mut builder = reqwest::Client::builder()
-            // An environment proxy or a redirect would carry PHI to a host nobody cleared.
-            .no_proxy()
-            .redirect(reqwest::redirect::Policy::none())
+        let builder = clearance
+            .client_builder(url)?
             .timeout(config.timeout)
             .connect_timeout(config.timeout.min(Duration::from_secs(10)));
-        match &clearance {
-            EndpointClearance::Loopback(endpoint) => {
-                if !endpoint.covers(url) {
-                    return Err(Error::EndpointNotCleared);
-                }
-                // Resolve `localhost` to the addresses that were verified, not afresh.
-                if !endpoint.pinned.is_empty() {
-                    builder = builder.resolve_to_addrs(&endpoint.host, &endpoint.pinned);
-                }
-            }
-            EndpointClearance::VendorWithBaa { vendor } => {
-                if vendor.trim().is_empty() {
-                    return Err(Error::EndpointNotCleared);
-                }
-                // A vendor clearance does not verify where a name resolves, so only a
-                // loopback IP literal may be spoken to without TLS.
-                if url.scheme() == "http" && !is_loopback_literal(url) {
-                    return Err(Error::InsecureEndpoint);
-                }
-            }
-        }
         let client = builder
             .build()
             .map_err(|_| Error::InvalidConfig("the HTTP client could not be built"))?;

@@ -106,6 +106,9 @@ pub struct Job {
     pub updated_at: DateTime<Utc>,
     /// When the job succeeded or failed for good.
     pub finished_at: Option<DateTime<Utc>>,
+    /// How far the current or last attempt got: (milliseconds of audio done, in all), as
+    /// its step reported; `None` before a step reports.
+    pub progress_ms: Option<(u64, u64)>,
 }
 
 /// A job claimed by a worker: the lease token is what proves the claim is still current.
@@ -190,7 +193,8 @@ fn lease_delta(lease: Duration) -> Result<TimeDelta> {
 macro_rules! columns {
     () => {
         "tenant_id, id, kind, subject_id, state, attempts, max_attempts, run_after, lease_owner, \
-         lease_expires_at, last_error_code, created_at, updated_at, finished_at"
+         lease_expires_at, last_error_code, created_at, updated_at, finished_at, \
+         progress_done_ms, progress_total_ms"
     };
 }
 
@@ -210,6 +214,8 @@ struct JobRow {
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
     finished_at: Option<DateTime<Utc>>,
+    progress_done_ms: Option<i64>,
+    progress_total_ms: Option<i64>,
 }
 
 impl TryFrom<JobRow> for Job {
@@ -232,6 +238,13 @@ impl TryFrom<JobRow> for Job {
             created_at: r.created_at,
             updated_at: r.updated_at,
             finished_at: r.finished_at,
+            progress_ms: match (r.progress_done_ms, r.progress_total_ms) {
+                (Some(done), Some(total)) => Some((
+                    u64::try_from(done).map_err(|_| PipelineError::CorruptRow)?,
+                    u64::try_from(total).map_err(|_| PipelineError::CorruptRow)?,
+                )),
+                _ => None,
+            },
         })
     }
 }
@@ -457,7 +470,8 @@ async fn claim_in(
         let row: Option<JobRow> = tx
             .query(concat!(
                 "UPDATE jobs SET state = 'running', attempts = attempts + 1, lease_owner = $3,
-                        lease_token = $4, lease_expires_at = $5, updated_at = $6
+                        lease_token = $4, lease_expires_at = $5, updated_at = $6,
+                        progress_done_ms = NULL, progress_total_ms = NULL
                  WHERE tenant_id = $1 AND id = $2 AND attempts < max_attempts
                    AND ((state = 'queued' AND run_after <= $6)
                         OR (state = 'running' AND lease_expires_at < $6))
@@ -505,6 +519,36 @@ pub async fn heartbeat(
         .bind(claimed.lease_token)
         .bind(now + lease)
         .bind(now)
+        .execute()
+        .await?;
+    tx.commit().await?;
+    Ok(n == 1)
+}
+
+/// Records how far the claimed job's step got: `done_ms` of `total_ms` milliseconds of
+/// audio (`done_ms` is capped at `total_ms`). Returns false if the lease was lost. Numbers
+/// only, so progress can be shown to anyone who may see the job.
+pub async fn report_progress(
+    db: &Db,
+    claimed: &Claimed,
+    done_ms: u64,
+    total_ms: u64,
+    now: DateTime<Utc>,
+) -> Result<bool> {
+    let total = i64::try_from(total_ms).map_err(|_| PipelineError::InvalidArgument("progress"))?;
+    let done = i64::try_from(done_ms.min(total_ms))
+        .map_err(|_| PipelineError::InvalidArgument("progress"))?;
+    let mut tx = db.begin_tenant(claimed.tenant, TxMode::Write).await?;
+    let n = tx
+        .query(
+            "UPDATE jobs SET progress_done_ms = $4, progress_total_ms = $5, updated_at = $6
+             WHERE tenant_id = $1 AND id = $2 AND lease_token = $3 AND state = 'running'",
+        )
+        .bind(claimed.job.id)
+        .bind(claimed.lease_token)
+        .bind(done)
+        .bind(total)
+        .bind(at(now))
         .execute()
         .await?;
     tx.commit().await?;

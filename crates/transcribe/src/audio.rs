@@ -104,8 +104,46 @@ fn probe_opened(mut opened: Opened) -> Result<AudioInfo> {
 /// Decodes every packet of `path`, downmixes to mono and resamples to 16 kHz with rubato's
 /// FFT (sinc-windowed) resampler. Refuses audio longer than `max_duration` with
 /// `audio_too_long`, as soon as the decoded length passes it. The input is
-/// streamed: memory is the output plus a few resampler chunks.
+/// streamed: memory is the output plus a few resampler chunks. For long recordings use
+/// [`decode_to_wav_16k`], which does not hold the output either.
 pub fn decode_mono_16k(path: &Path, max_duration: Duration) -> Result<Vec<f32>> {
+    let mut out: Vec<f32> = Vec::new();
+    decode_16k_with(path, max_duration, &mut out)?;
+    Ok(out)
+}
+
+/// [`decode_mono_16k`] straight into a 16 kHz mono 16-bit WAV at `wav` (created 0600: it
+/// is PHI), without holding the recording in memory: samples go to the file a resampler
+/// chunk at a time, so a 60-minute visit costs the same memory as a 60-second one.
+/// Returns the number of samples written. On failure the partial file is left for the
+/// caller's private directory to wipe.
+pub fn decode_to_wav_16k(path: &Path, wav: &Path, max_duration: Duration) -> Result<u64> {
+    let mut writer = Wav16kWriter::create(wav)?;
+    decode_16k_with(path, max_duration, &mut writer)?;
+    writer.finish()
+}
+
+/// Where the decode loop puts 16 kHz mono samples.
+trait Sink {
+    /// The expected output length, from the header (capped by the limit), heard once.
+    fn reserve(&mut self, _samples: usize) {}
+    /// The next samples, in order, a resampler chunk at a time.
+    fn write(&mut self, samples: &[f32]) -> Result<()>;
+}
+
+impl Sink for Vec<f32> {
+    fn reserve(&mut self, samples: usize) {
+        Vec::reserve(self, samples);
+    }
+
+    fn write(&mut self, samples: &[f32]) -> Result<()> {
+        self.extend_from_slice(samples);
+        Ok(())
+    }
+}
+
+/// The decode loop shared by the two entry points.
+fn decode_16k_with(path: &Path, max_duration: Duration, sink: &mut dyn Sink) -> Result<()> {
     let too_long = || Error::AudioTooLong {
         limit: max_duration,
     };
@@ -113,15 +151,15 @@ pub fn decode_mono_16k(path: &Path, max_duration: Duration) -> Result<Vec<f32>> 
     // Headers can lie either way (a cut upload keeps its original length), so only decoded
     // frames count against the limit; decoding stops as soon as they pass it.
     let max_out = (max_duration.as_secs_f64() * f64::from(TARGET_RATE)).ceil() as usize;
-    let mut out: Vec<f32> = Vec::new();
     if let Some(frames) = opened.declared_frames {
         let rate = opened.declared_rate.unwrap_or(TARGET_RATE).max(1);
         let expected = (frames as f64 * f64::from(TARGET_RATE) / f64::from(rate)) as usize;
-        out.reserve(expected.min(max_out) + 64);
+        sink.reserve(expected.min(max_out) + 64);
     }
     let mut resampler: Option<(u32, MonoResampler)> = None;
     let mut mono: Vec<f32> = Vec::new();
     let mut interleaved: Vec<f32> = Vec::new();
+    let mut out: Vec<f32> = Vec::new();
     let mut frames_in: u64 = 0;
     opened.decode_all(|buf| {
         if resampler.is_none() {
@@ -139,35 +177,62 @@ pub fn decode_mono_16k(path: &Path, max_duration: Duration) -> Result<Vec<f32>> 
         }
         buf.samples.copy_to_vec_interleaved(&mut interleaved);
         downmix(&interleaved, usize::from(buf.channels), &mut mono);
-        resampler.push(&mono, &mut out)
+        out.clear();
+        resampler.push(&mono, &mut out)?;
+        sink.write(&out)
     })?;
     let Some((_, resampler)) = resampler else {
         return Err(Error::EmptyAudio);
     };
+    out.clear();
     resampler.finish(&mut out)?;
-    Ok(out)
+    sink.write(&out)
+}
+
+/// A 16 kHz mono 16-bit WAV written sample by sample (hound fills in the sizes at the end).
+struct Wav16kWriter {
+    writer: hound::WavWriter<BufWriter<File>>,
+    samples: u64,
+}
+
+impl Wav16kWriter {
+    fn create(path: &Path) -> Result<Self> {
+        let file = create_private_file(path).map_err(Error::Io)?;
+        let spec = hound::WavSpec {
+            channels: 1,
+            sample_rate: TARGET_RATE,
+            bits_per_sample: 16,
+            sample_format: hound::SampleFormat::Int,
+        };
+        let writer = hound::WavWriter::new(BufWriter::new(file), spec).map_err(hound_error)?;
+        Ok(Self { writer, samples: 0 })
+    }
+
+    fn finish(self) -> Result<u64> {
+        self.writer.finalize().map_err(hound_error)?;
+        Ok(self.samples)
+    }
+}
+
+impl Sink for Wav16kWriter {
+    fn write(&mut self, samples: &[f32]) -> Result<()> {
+        for &s in samples {
+            // `as` saturates and maps NaN to 0, which is what a clipped sample should be.
+            self.writer
+                .write_sample((s.clamp(-1.0, 1.0) * f32::from(i16::MAX)).round() as i16)
+                .map_err(hound_error)?;
+        }
+        self.samples += samples.len() as u64;
+        Ok(())
+    }
 }
 
 /// Writes `samples` (mono, 16 kHz, nominally in [-1, 1]) as a 16-bit PCM WAV, for engines
 /// that read files. The file is created mode 0600: it is PHI.
 pub fn write_wav_16k(samples: &[f32], path: &Path) -> Result<()> {
-    let file = create_private_file(path).map_err(Error::Io)?;
-    let spec = hound::WavSpec {
-        channels: 1,
-        sample_rate: TARGET_RATE,
-        bits_per_sample: 16,
-        sample_format: hound::SampleFormat::Int,
-    };
-    let mut writer = hound::WavWriter::new(BufWriter::new(file), spec).map_err(hound_error)?;
-    {
-        let mut w = writer.get_i16_writer(samples.len() as u32);
-        for &s in samples {
-            // `as` saturates and maps NaN to 0, which is what a clipped sample should be.
-            w.write_sample((s.clamp(-1.0, 1.0) * f32::from(i16::MAX)).round() as i16);
-        }
-        w.flush().map_err(hound_error)?;
-    }
-    writer.finalize().map_err(hound_error)
+    let mut writer = Wav16kWriter::create(path)?;
+    writer.write(samples)?;
+    writer.finish().map(|_| ())
 }
 
 /// Reads the header of a WAV written by [`write_wav_16k`] (or any 16 kHz mono 16-bit PCM

@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::path::Path;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -93,6 +94,52 @@ impl Transcript {
     }
 }
 
+/// Told how far an engine got: (milliseconds of audio done, milliseconds in all). Called
+/// from the engine's thread; it must return quickly.
+pub type Progress = Arc<dyn Fn(u64, u64) + Send + Sync>;
+
+/// What a transcription may use besides the audio.
+#[derive(Clone, Default)]
+pub struct TranscribeOptions {
+    /// Terms the tenant wants spelled right (drug names, local places): Whisper takes them
+    /// as its previous-text prompt, the `openai-compatible` engine sends them as `prompt`;
+    /// engines without such an input ignore them.
+    pub vocabulary: Vec<String>,
+    /// Progress reports, for engines that can tell (Whisper: after every 30-second window).
+    pub progress: Option<Progress>,
+}
+
+impl fmt::Debug for TranscribeOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The terms are tenant configuration, not PHI, but stay out of logs all the same.
+        f.debug_struct("TranscribeOptions")
+            .field("vocabulary_terms", &self.vocabulary.len())
+            .field("progress", &self.progress.is_some())
+            .finish()
+    }
+}
+
+impl TranscribeOptions {
+    /// The vocabulary as one prompt text: the terms, comma-separated, in the order given.
+    /// `None` when there are none.
+    pub fn vocabulary_prompt(&self) -> Option<String> {
+        let terms: Vec<&str> = self
+            .vocabulary
+            .iter()
+            .map(|t| t.trim())
+            .filter(|t| !t.is_empty())
+            .collect();
+        (!terms.is_empty()).then(|| terms.join(", "))
+    }
+
+    /// Reports progress, if anyone listens.
+    pub fn report(&self, done_ms: u64, total_ms: u64) {
+        if let Some(progress) = &self.progress {
+            progress(done_ms.min(total_ms), total_ms);
+        }
+    }
+}
+
 /// A speech-to-text engine: a local program or model, or a vendor service under a BAA.
 #[async_trait]
 pub trait Transcriber: Send + Sync {
@@ -102,6 +149,16 @@ pub trait Transcriber: Send + Sync {
     fn model(&self) -> String;
     /// Transcribes a 16 kHz mono 16-bit WAV (as [`crate::write_wav_16k`] writes).
     async fn transcribe(&self, wav_16k_mono: &Path) -> Result<Transcript>;
+    /// [`Transcriber::transcribe`] with a vocabulary and progress reports; engines that
+    /// use neither keep this default.
+    async fn transcribe_with(
+        &self,
+        wav_16k_mono: &Path,
+        options: &TranscribeOptions,
+    ) -> Result<Transcript> {
+        let _ = options;
+        self.transcribe(wav_16k_mono).await
+    }
 }
 
 #[cfg(test)]

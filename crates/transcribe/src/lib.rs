@@ -40,18 +40,24 @@ mod command;
 mod engine;
 mod error;
 mod healthscribe;
+mod openai;
 mod pocketsphinx;
 mod process;
 mod whisper;
 
-pub use audio::{AudioInfo, TARGET_RATE, decode_mono_16k, probe, probe_reader, write_wav_16k};
+pub use audio::{
+    AudioInfo, TARGET_RATE, decode_mono_16k, decode_to_wav_16k, probe, probe_reader, write_wav_16k,
+};
 pub use command::{CommandConfig, CommandTranscriber, OutputFormat, PrivateDir};
-pub use engine::{PhiText, Segment, SpeakerRole, Transcriber, Transcript};
+pub use engine::{
+    PhiText, Progress, Segment, SpeakerRole, TranscribeOptions, Transcriber, Transcript,
+};
 pub use error::{EngineFailure, Error, Result, StderrTail};
 pub use healthscribe::{
     HealthScribe, HealthScribeClearance, HealthScribeConfig, ScribeMedia, ScribeSettings,
     ScribeTag, StartMedicalScribeJobRequest, build_request, parse_transcript,
 };
+pub use openai::{OpenAiTranscribeConfig, OpenAiTranscriber};
 pub use pocketsphinx::{PocketSphinx, PocketSphinxConfig};
 pub use whisper::{
     FeatureSettings, MODEL_FILES, MelFrontEnd, ModelError, ModelRecord, PREPROCESSOR_CONFIG_JSON,

@@ -36,7 +36,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::audio::TARGET_RATE;
-use crate::engine::{PhiText, Segment, Transcriber, Transcript};
+use crate::engine::{PhiText, Segment, TranscribeOptions, Transcriber, Transcript};
 use crate::error::{Error, Result};
 
 /// The `preprocessor_config.json` phivault lays beside an installed model: Whisper's
@@ -70,6 +70,12 @@ const MIN_WINDOW_SAMPLES: usize = 1_600;
 /// decoded text is unlikely.
 const NO_SPEECH_THRESHOLD: f32 = 0.6;
 const LOGPROB_THRESHOLD: f32 = -1.0;
+/// Most previous-text tokens a prompt may carry: half the decoder's 448-token context,
+/// less one, as OpenAI's and faster-whisper's decoders keep.
+const MAX_PROMPT_TOKENS: usize = 223;
+/// The timestamps around a vocabulary prompt (see `Loaded::prompt_for`).
+const PROMPT_START: &str = "<|0.00|>";
+const PROMPT_END: &str = "<|2.00|>";
 
 /// Why a Whisper model cannot be installed or loaded. Messages name files and settings,
 /// never audio or text.
@@ -393,6 +399,8 @@ struct Loaded {
     name: String,
     sha256: String,
     prompt: Vec<String>,
+    /// `<|startofprev|>`, which opens a previous-text prompt.
+    start_of_prev: String,
     eot: u32,
     timestamp_begin: u32,
     beam_size: usize,
@@ -451,6 +459,22 @@ impl Whisper {
         };
         let eot = id("<|endoftext|>")?;
         id("<|startoftranscript|>")?;
+        id("<|startofprev|>")?;
+        // The tokenizer has no timestamp tokens; CTranslate2's vocabulary must, since
+        // prompts name them as strings.
+        let vocabulary = std::fs::read_to_string(dir.join("vocabulary.txt")).map_err(|_| {
+            ModelError::Missing {
+                file: "vocabulary.txt".into(),
+            }
+        })?;
+        for token in [PROMPT_START, PROMPT_END] {
+            if !vocabulary.lines().any(|line| line == token) {
+                return Err(ModelError::Invalid {
+                    file: "vocabulary.txt".into(),
+                    reason: format!("it has no {token} token: not a Whisper vocabulary"),
+                });
+            }
+        }
         // Timestamp tokens follow <|notimestamps|> in every Whisper vocabulary.
         let timestamp_begin = id("<|notimestamps|>")? + 1;
         let threads = config.threads.clamp(1, 256);
@@ -500,6 +524,7 @@ impl Whisper {
                 name,
                 sha256: found,
                 prompt: prompt.into_iter().map(String::from).collect(),
+                start_of_prev: "<|startofprev|>".into(),
                 eot,
                 timestamp_begin,
                 beam_size: config.beam_size.clamp(1, 16),
@@ -519,9 +544,20 @@ impl Whisper {
     }
 
     /// Transcribes 16 kHz mono samples in memory (blocking).
-    pub fn transcribe_samples(&self, samples: &[f32]) -> Result<Vec<Segment>> {
+    pub fn transcribe_samples(
+        &self,
+        samples: &[f32],
+        options: &TranscribeOptions,
+    ) -> Result<Vec<Segment>> {
         let mut source = SliceSource(samples);
-        self.inner.run(&mut source, samples.len())
+        self.inner.run(&mut source, samples.len(), options)
+    }
+
+    /// The decoder prompt for `options`, as token strings: `<|startofprev|>` and the
+    /// vocabulary's last [`MAX_PROMPT_TOKENS`] tokens when there is a vocabulary, then
+    /// the start of transcript. Exposed so a test can see what the model is given.
+    pub fn prompt_tokens(&self, options: &TranscribeOptions) -> Result<Vec<String>> {
+        self.inner.prompt_for(options)
     }
 }
 
@@ -536,12 +572,22 @@ impl Transcriber for Whisper {
     }
 
     async fn transcribe(&self, wav_16k_mono: &Path) -> Result<Transcript> {
+        self.transcribe_with(wav_16k_mono, &TranscribeOptions::default())
+            .await
+    }
+
+    async fn transcribe_with(
+        &self,
+        wav_16k_mono: &Path,
+        options: &TranscribeOptions,
+    ) -> Result<Transcript> {
         let inner = self.inner.clone();
         let path = wav_16k_mono.to_owned();
+        let options = options.clone();
         let segments = tokio::task::spawn_blocking(move || {
             let mut source = WavSource::open(&path)?;
             let len = source.len;
-            inner.run(&mut source, len)
+            inner.run(&mut source, len, &options)
         })
         .await
         .map_err(|_| Error::Internal("join"))??;
@@ -616,18 +662,50 @@ impl Samples for WavSource {
 }
 
 impl Loaded {
-    /// Decodes `len` samples window by window.
-    fn run(&self, source: &mut dyn Samples, len: usize) -> Result<Vec<Segment>> {
+    /// The prompt looks like the transcript of a previous window, timestamps included:
+    /// `<|startofprev|> <|0.00|> term, term, term.<|2.00|> <|startoftranscript|>`. The
+    /// timestamps matter: OpenAI's decoder prompts with earlier windows' tokens, which
+    /// carry them, and measured here tiny.en given the terms as plain text mostly
+    /// stopped timestamping (whole-window segments) and, on a recording that repeats
+    /// itself, repeated text; wrapped like this it keeps sentence-level segments.
+    fn prompt_for(&self, options: &TranscribeOptions) -> Result<Vec<String>> {
+        let mut prompt = Vec::new();
+        if let Some(text) = options.vocabulary_prompt() {
+            // As OpenAI's decoder encodes an initial prompt: with a leading space, no
+            // special tokens; the end is kept when it is too long.
+            let encoding = std::ops::Deref::deref(&self.tokenizer)
+                .encode(format!(" {text}."), false)
+                .map_err(|_| Error::Internal("whisper prompt tokenizer"))?;
+            let tokens = encoding.get_tokens();
+            let skip = tokens.len().saturating_sub(MAX_PROMPT_TOKENS - 2);
+            prompt.push(self.start_of_prev.clone());
+            prompt.push(PROMPT_START.into());
+            prompt.extend(tokens[skip..].iter().cloned());
+            prompt.push(PROMPT_END.into());
+        }
+        prompt.extend(self.prompt.iter().cloned());
+        Ok(prompt)
+    }
+
+    /// Decodes `len` samples window by window, reporting progress after each.
+    fn run(
+        &self,
+        source: &mut dyn Samples,
+        len: usize,
+        options: &TranscribeOptions,
+    ) -> Result<Vec<Segment>> {
         let settings = self.front.settings();
         let window = settings.window_samples();
         let frames = settings.frames();
-        let options = WhisperOptions {
+        let decode = WhisperOptions {
             beam_size: self.beam_size,
             return_scores: true,
             return_no_speech_prob: true,
             ..WhisperOptions::default()
         };
-        let prompt = [self.prompt.clone()];
+        let prompt = [self.prompt_for(options)?];
+        let ms = |samples: usize| samples as u64 * 1000 / u64::from(TARGET_RATE);
+        options.report(0, ms(len));
         let mut samples = Vec::with_capacity(window);
         let mut segments = Vec::new();
         let mut seek = 0usize;
@@ -643,7 +721,7 @@ impl Loaded {
                 .map_err(|_| Error::Internal("whisper features"))?;
             let result = self
                 .model
-                .generate(&view, &prompt, &options)
+                .generate(&view, &prompt, &decode)
                 .map_err(|_| Error::Internal("whisper inference"))?;
             let Some(result) = result.into_iter().next() else {
                 return Err(Error::Internal("whisper returned no result"));
@@ -678,7 +756,9 @@ impl Loaded {
                 }
             }
             seek += advance.clamp(1, window_len);
+            options.report(ms(seek.min(len)), ms(len));
         }
+        options.report(ms(len), ms(len));
         Ok(segments)
     }
 

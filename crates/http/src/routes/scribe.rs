@@ -12,7 +12,7 @@ use phivault_audit::Action;
 use phivault_domain::consent::{self, Consent, ConsentText, Method, NewConsent};
 use phivault_domain::recordings::{self, Recording, UploadLimits};
 use phivault_domain::{ConsentId, ConsentTextId, EncounterId, RecordingId};
-use phivault_domain::{notes, scribe, transcripts};
+use phivault_domain::{notes, scribe, transcripts, vocabulary};
 use phivault_store::TxMode;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -70,6 +70,10 @@ pub(crate) fn router() -> Router<AppState> {
             get(get_note_settings).put(put_note_settings),
         )
         .route(
+            "/api/v1/tenants/{tenant_id}/settings/vocabulary",
+            get(get_vocabulary).put(put_vocabulary),
+        )
+        .route(
             "/api/v1/tenants/{tenant_id}/notes/{note_id}/approve",
             post(approve_note),
         )
@@ -104,7 +108,9 @@ pub(crate) fn api() -> utoipa::openapi::OpenApi {
             get_note,
             approve_note,
             get_note_settings,
-            put_note_settings
+            put_note_settings,
+            get_vocabulary,
+            put_vocabulary
         ),
         components(schemas(
             ConsentView,
@@ -113,11 +119,13 @@ pub(crate) fn api() -> utoipa::openapi::OpenApi {
             NewConsentText,
             RecordingView,
             JobView,
+            JobProgress,
             TranscriptView,
             SegmentView,
             NoteView,
             NoteSectionView,
-            NoteSettingsView
+            NoteSettingsView,
+            VocabularyView
         ))
     )]
     struct Api;
@@ -673,6 +681,17 @@ pub(crate) struct JobView {
     last_error_code: Option<String>,
     created_at: DateTime<Utc>,
     finished_at: Option<DateTime<Utc>>,
+    /// How far the current (or last) attempt got, once its step reported.
+    progress: Option<JobProgress>,
+}
+
+/// A running step's progress through the recording.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct JobProgress {
+    /// Milliseconds of audio done.
+    done_ms: u64,
+    /// Milliseconds of audio in all.
+    total_ms: u64,
 }
 
 impl From<phivault_pipeline::jobs::Job> for JobView {
@@ -688,6 +707,9 @@ impl From<phivault_pipeline::jobs::Job> for JobView {
             last_error_code: j.last_error_code,
             created_at: j.created_at,
             finished_at: j.finished_at,
+            progress: j
+                .progress_ms
+                .map(|(done_ms, total_ms)| JobProgress { done_ms, total_ms }),
         }
     }
 }
@@ -1036,4 +1058,58 @@ pub(crate) async fn put_note_settings(
     s.audit.append_in(&st, &mut tx, event).await?;
     tx.commit().await?;
     Ok(Json(body))
+}
+
+/// The tenant's transcription vocabulary.
+#[derive(Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct VocabularyView {
+    /// Terms the Whisper engine should spell right: drug names, local places. At most
+    /// 200, each 1 to 64 letters, digits, spaces and `- ' . / +`. Configuration, not
+    /// PHI: never put a patient's name here.
+    terms: Vec<String>,
+}
+
+/// The tenant's transcription vocabulary.
+#[utoipa::path(get, path = "/api/v1/tenants/{tenant_id}/settings/vocabulary", tag = "scribe",
+    params(("tenant_id" = Uuid, Path)),
+    responses((status = 200, body = VocabularyView), (status = 403, body = crate::error::ErrorBody)),
+    security(("bearer" = [])))]
+pub(crate) async fn get_vocabulary(
+    State(st): State<AppState>,
+    s: Scoped<need::UserRead>,
+) -> Result<Json<VocabularyView>, ApiError> {
+    let mut tx = s.scope.begin(&st.db, TxMode::Read).await?;
+    let terms = vocabulary::get(&mut tx).await?;
+    tx.commit().await?;
+    Ok(Json(VocabularyView { terms }))
+}
+
+/// Replaces the tenant's transcription vocabulary; transcriptions started from then on
+/// use it. Audited with the number of terms before and after (never the terms).
+#[utoipa::path(put, path = "/api/v1/tenants/{tenant_id}/settings/vocabulary", tag = "scribe",
+    params(("tenant_id" = Uuid, Path)), request_body = VocabularyView,
+    responses((status = 200, body = VocabularyView), (status = 403, body = crate::error::ErrorBody),
+              (status = 422, body = crate::error::ErrorBody)),
+    security(("bearer" = [])))]
+pub(crate) async fn put_vocabulary(
+    State(st): State<AppState>,
+    s: Scoped<need::TenantManage>,
+    ApiJson(body): ApiJson<VocabularyView>,
+) -> Result<Json<VocabularyView>, ApiError> {
+    let mut tx = s.scope.begin(&st.db, TxMode::Write).await?;
+    let before = vocabulary::get(&mut tx).await?;
+    let terms = vocabulary::set(&mut tx, &body.terms, st.now()).await?;
+    let mut event = s.audit.event(
+        &st,
+        Action::AdminReferenceUpdated,
+        "vocabulary",
+        s.scope.tenant(),
+        &["terms"],
+    );
+    event.before = Some(serde_json::json!({ "terms": before.len() }));
+    event.after = Some(serde_json::json!({ "terms": terms.len() }));
+    s.audit.append_in(&st, &mut tx, event).await?;
+    tx.commit().await?;
+    Ok(Json(VocabularyView { terms }))
 }
