@@ -208,6 +208,11 @@ pub(crate) fn redacted(config: &Config) -> Value {
             // Arguments of an outside program can carry tokens: only their number.
             "command_args": format!("{} argument(s), not shown", sc.command_args.len()),
             "command_output": sc.command_output,
+            "transcription_openai_base_url":
+                sc.transcription_openai_base_url.as_deref().map(redact_url),
+            "transcription_openai_model": sc.transcription_openai_model,
+            // A bearer token: only whether one is set.
+            "transcription_openai_api_key": sc.transcription_openai_api_key.as_ref().map(|_| "set, not shown"),
             "note_generator": sc.note_generator,
             "openai_base_url": sc.openai_base_url.as_deref().map(redact_url),
             "openai_model": sc.openai_model,

@@ -25,8 +25,9 @@ pub struct TranscribeArgs {
     /// "text"}]}.
     #[arg(long)]
     json: bool,
-    /// Terms to spell right, comma-separated (as a tenant's vocabulary): passed to
-    /// Whisper as its previous-text prompt; engines without a prompt ignore them.
+    /// Terms to spell right, comma-separated (as a tenant's vocabulary): Whisper's
+    /// previous-text prompt, the openai-compatible engine's `prompt`; other engines
+    /// ignore them.
     #[arg(long, value_name = "TERMS", value_delimiter = ',')]
     vocabulary: Vec<String>,
 }

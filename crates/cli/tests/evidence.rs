@@ -23,9 +23,11 @@ use support::{Backend, Server, Site, TenantFixture, patient_json};
 /// Synthetic secrets the configuration holds while packets are made.
 const SMTP_SECRET: &str = "synthetic-smtp-password-7731";
 const S3_SECRET: &str = "synthetic-s3-secret-key-4409";
-const SECRETS: [(&str, &str); 2] = [
+const SPEECH_KEY: &str = "synthetic-speech-api-key-6120";
+const SECRETS: [(&str, &str); 3] = [
     ("PHIVAULT_SMTP_PASSWORD", SMTP_SECRET),
     ("PHIVAULT_S3_SECRET_ACCESS_KEY", S3_SECRET),
+    ("PHIVAULT_TRANSCRIPTION_OPENAI_API_KEY", SPEECH_KEY),
 ];
 /// Synthetic patient values that must never reach a packet.
 const PATIENT_GIVEN: &str = "Synthgivenevid";
@@ -454,6 +456,7 @@ fn check_packet(w: &World, bytes: &[u8], configuration_source: &str) -> Value {
     for canary in [
         SMTP_SECRET,
         S3_SECRET,
+        SPEECH_KEY,
         PATIENT_GIVEN,
         PATIENT_FAMILY,
         PATIENT_MRN,
