@@ -1030,15 +1030,14 @@ fn summary(rows: &[(String, Snr, Totals)], vocabulary: bool) {
         if vocabulary { "---:|" } else { "" }
     );
     for (label, snr, t) in rows {
-        let terms = if vocabulary {
-            format!(
-                "{}/{} ({:.0} %) | ",
+        let terms = match (vocabulary, t.terms.total) {
+            (false, _) => String::new(),
+            (true, 0) => "none in the references | ".to_string(),
+            (true, total) => format!(
+                "{}/{total} ({:.0} %) | ",
                 t.terms.right,
-                t.terms.total,
-                pct(t.terms.right, t.terms.total)
-            )
-        } else {
-            String::new()
+                pct(t.terms.right, total)
+            ),
         };
         println!(
             "| {label} | {snr} | {:.1} | {} + {} + {} / {} | {terms}{:.3} | {:.3} | {} | {:.1} | {:.1} |",

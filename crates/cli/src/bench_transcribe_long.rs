@@ -217,13 +217,13 @@ pub async fn run(config: &Config, args: TranscribeLongArgs) -> Result<()> {
     let total = args.minutes as usize * 60 * rate;
     let pause = usize::try_from(args.pause_ms * TARGET_RATE as u64 / 1000)?;
     println!(
-        "phivault bench transcribe-long: {} minutes from the {} utterances of {}, {} ms pauses, {}; engine {:?}",
+        "phivault bench transcribe-long: {} minutes from the {} utterances of {}, {} ms pauses, {}; engine {}",
         args.minutes,
         set.len(),
         args.set.display(),
         args.pause_ms,
         args.snr,
-        args.engine
+        format!("{:?}", args.engine).to_lowercase()
     );
     println!("  load average at start: {}", load_average());
 
@@ -302,12 +302,18 @@ pub async fn run(config: &Config, args: TranscribeLongArgs) -> Result<()> {
         }
     };
     let (peak_loaded, rss_loaded) = memory_kib();
+    let settings = match args.engine {
+        Engine::Whisper => format!(
+            "in this process, {} thread(s), beam {}",
+            args.threads, args.beam_size
+        ),
+        // Its memory is its own process's, which this one's VmHWM does not count.
+        Engine::Pocketsphinx => "a child process, not counted in the memory figures".into(),
+    };
     println!(
-        "  engine: {} {} (threads {}, beam {}), loaded in {:.2} s; resident {:.1} MiB, peak {:.1} MiB",
+        "  engine: {} {} ({settings}), loaded in {:.2} s; resident {:.1} MiB, peak {:.1} MiB",
         engine.name(),
         engine.model(),
-        args.threads,
-        args.beam_size,
         load.as_secs_f64(),
         mib(rss_loaded),
         mib(peak_loaded)
@@ -381,11 +387,9 @@ pub async fn run(config: &Config, args: TranscribeLongArgs) -> Result<()> {
         args.snr
     );
     println!(
-        "| engine | {} {}, {} thread(s), beam {} |",
+        "| engine | {} {}, {settings} |",
         engine.name(),
         transcript.model.split(' ').next().unwrap_or(""),
-        args.threads,
-        args.beam_size
     );
     println!(
         "| decode + resample to the private 16 kHz WAV | {:.1} s |",
