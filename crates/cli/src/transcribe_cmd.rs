@@ -48,6 +48,9 @@ pub async fn run(config: Config, args: TranscribeArgs) -> Result<()> {
         })?;
     let vocabulary = phivault_domain::vocabulary::normalise(&args.vocabulary)
         .map_err(|e| anyhow!("--vocabulary: {e}"))?;
+    if let Some(vendor) = &config.vendors.transcription {
+        platform_clearance(&config, vendor).await?;
+    }
     let max = Duration::from_secs(config.scribe.max_duration_secs.max(1));
     let dir = PrivateDir::create(config.scribe.work_dir.as_deref())
         .map_err(|e| anyhow!("cannot make a private work directory: {e}"))?;
@@ -113,6 +116,30 @@ pub async fn run(config: Config, args: TranscribeArgs) -> Result<()> {
             );
         }
     }
+    Ok(())
+}
+
+/// As the pipeline does before each job, but with the platform's registry only (a file on
+/// the command line belongs to no tenant): the engine's vendor must have a BAA on file
+/// before any audio is sent to it.
+async fn platform_clearance(config: &Config, vendor: &str) -> Result<()> {
+    let db = crate::setup::open_db(config).await?;
+    let mut tx = db
+        .begin_platform(phivault_store::TxMode::Read)
+        .await
+        .context("cannot read the vendor registry")?;
+    let platform = phivault_domain::vendors::list_platform(&mut tx)
+        .await
+        .context("cannot read the vendor registry")?;
+    tx.commit()
+        .await
+        .context("cannot read the vendor registry")?;
+    db.close().await;
+    phivault_domain::vendors::clearance(&platform, &[], vendor).map_err(|e| {
+        anyhow!(
+            "the transcription engine is run by vendor {vendor:?} ([vendors] transcription): {e} (vendor_not_cleared); record its BAA with `phivault vendor set --key {vendor} … --baa-signed-on … --baa-evidence-ref …`"
+        )
+    })?;
     Ok(())
 }
 

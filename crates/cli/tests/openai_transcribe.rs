@@ -272,6 +272,50 @@ fn transcribes_a_synthetic_sentence_through_a_real_speech_server() {
         "{json}"
     );
 
+    // Named as a vendor's (a loopback tunnel to it), the endpoint gets no audio until the
+    // vendor's BAA is on the platform's registry; then it does.
+    let as_vendor = |mut envs: Vec<(&'static str, String)>| {
+        envs.push((
+            "PHIVAULT_VENDOR_TRANSCRIPTION",
+            "synthetic-speech-vendor".to_owned(),
+        ));
+        envs
+    };
+    let out = call(as_vendor(env(Some(SPEECH_KEY), "tiny.en")));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("vendor_not_cleared"), "{stderr}");
+    let mut vendor = vec![
+        "vendor",
+        "set",
+        "--key",
+        "synthetic-speech-vendor",
+        "--name",
+        "Synthetic Speech Vendor",
+        "--service",
+        "transcription",
+        "--touches-phi",
+    ];
+    site.cli(&vendor);
+    let out = call(as_vendor(env(Some(SPEECH_KEY), "tiny.en")));
+    assert!(
+        !out.status.success(),
+        "a vendor without a BAA got the audio"
+    );
+    vendor.extend([
+        "--baa-signed-on",
+        "2026-01-10",
+        "--baa-evidence-ref",
+        "dms://contracts/baa/synthetic-speech",
+    ]);
+    site.cli(&vendor);
+    let out = call(as_vendor(env(Some(SPEECH_KEY), "tiny.en")));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
     // The server's refusals, as the engine reports them: no key or a wrong key, and a
     // model it does not serve. Neither the key nor the words reach the message.
     for (key, model, expected) in [
