@@ -21,27 +21,10 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
-use support::{Backend, Launch, Server, Site, TenantFixture, patient_json};
+use support::speech::{dialogue, jobs_done, run, spoken_flac, tts_python, upload, words};
+use support::{Backend, Launch, Server, Site, patient_json};
 
 const SPEECH_KEY: &str = "synthetic-speech-key";
-
-fn python() -> String {
-    std::env::var("PHIVAULT_TEST_TTS_PYTHON").unwrap_or_else(|_| {
-        panic!("PHIVAULT_TEST_TTS_PYTHON is not set: run scripts/test, or point it at a python with hibari-tts and faster-whisper")
-    })
-}
-
-fn run(cmd: &mut Command) {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 /// Installs Whisper tiny.en into the site's data directory; returns the model directory.
 fn install_tiny_en(site: &Site) -> PathBuf {
@@ -64,7 +47,7 @@ struct SpeechServer {
 impl SpeechServer {
     fn start(model_dir: &Path, api_key: Option<&str>) -> SpeechServer {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/speech-server");
-        let mut cmd = Command::new(python());
+        let mut cmd = Command::new(tts_python());
         cmd.arg(script)
             .arg("--model-dir")
             .arg(model_dir)
@@ -109,62 +92,6 @@ impl Drop for SpeechServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// Speaks one synthetic sentence and converts it to 44.1 kHz stereo FLAC.
-fn spoken_flac(dir: &Path, text: &str) -> PathBuf {
-    let raw = dir.join("sentence.wav");
-    run(Command::new(python())
-        .args(["-m", "hibari.cli", text, "--seed", "1", "-o"])
-        .arg(&raw));
-    let flac = dir.join("sentence.flac");
-    run(Command::new("sox")
-        .arg(&raw)
-        .args(["-r", "44100", "-c", "2"])
-        .arg(&flac)
-        .args(["pad", "0.5", "0.5"]));
-    flac
-}
-
-/// Speaks the synthetic sentences into one 16 kHz mono WAV, a second of silence apart.
-fn dialogue(dir: &Path, sentences: &[&str]) -> PathBuf {
-    let pause = dir.join("pause.wav");
-    run(Command::new("sox")
-        .args(["-n", "-r", "24000", "-c", "1"])
-        .arg(&pause)
-        .args(["trim", "0", "1"]));
-    let mut parts = Vec::new();
-    for (i, text) in sentences.iter().enumerate() {
-        let part = dir.join(format!("s{i}.wav"));
-        run(Command::new(python())
-            .args(["-m", "hibari.cli", text, "--seed", "1", "-o"])
-            .arg(&part));
-        parts.push(part);
-        parts.push(pause.clone());
-    }
-    let out = dir.join("dialogue.wav");
-    run(Command::new("sox")
-        .args(&parts)
-        .args(["-r", "16000", "-c", "1", "-b", "16"])
-        .arg(&out));
-    out
-}
-
-/// Lower-case words, punctuation removed.
-fn words(text: &str) -> String {
-    text.to_lowercase()
-        .chars()
-        .map(|c| {
-            if c.is_alphanumeric() || c == '\'' {
-                c
-            } else {
-                ' '
-            }
-        })
-        .collect::<String>()
-        .split_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 /// `phivault transcribe FILE --engine openai-compatible --json` with `envs`.
@@ -390,47 +317,6 @@ fn endpoints_that_are_not_cleared_are_refused_at_start() {
             assert!(stderr.contains("[vendors] transcription"), "{stderr}")
         }
         Launch::Started(_) => panic!("the server started with an endpoint nobody cleared"),
-    }
-}
-
-async fn upload(server: &Server, t: &TenantFixture, encounter: &str, wav: &[u8]) -> Value {
-    let rb = server
-        .request(
-            reqwest::Method::POST,
-            &t.path(&format!("encounters/{encounter}/recordings")),
-        )
-        .bearer_auth(&t.owner_token)
-        .header("x-content-sha256", hex::encode(Sha256::digest(wav)))
-        .body(wav.to_vec());
-    server.send(rb).await.expect(201).json()
-}
-
-/// Waits until every job of the recording is finished; returns them.
-async fn jobs_done(server: &Server, t: &TenantFixture, recording: &str, want: usize) -> Vec<Value> {
-    let started = Instant::now();
-    loop {
-        let jobs = server
-            .get(
-                &t.path(&format!("recordings/{recording}/jobs")),
-                Some(&t.owner_token),
-            )
-            .await
-            .expect(200)
-            .json();
-        let jobs = jobs.as_array().unwrap().clone();
-        let finished = jobs
-            .iter()
-            .filter(|j| j["state"] == "succeeded" || j["state"] == "failed")
-            .count();
-        if jobs.len() >= want && finished == jobs.len() {
-            return jobs;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(240),
-            "jobs not done after 240 s: {jobs:?}\n{}",
-            server.stderr()
-        );
-        tokio::time::sleep(Duration::from_millis(300)).await;
     }
 }
 

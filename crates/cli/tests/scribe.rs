@@ -17,7 +17,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
+use support::speech::{dialogue, jobs_done, run, upload};
 use support::{Backend, Server, Site, TenantFixture, patient_json};
 
 /// Every file under `dir`.
@@ -33,44 +33,6 @@ fn walkdir(dir: &Path) -> Vec<PathBuf> {
             }
         }
     }
-    out
-}
-
-fn run(cmd: &mut Command) {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// Speaks the synthetic sentences into one 16 kHz mono WAV, a second of silence apart.
-fn dialogue(dir: &Path, sentences: &[&str]) -> PathBuf {
-    let python = std::env::var("PHIVAULT_TEST_TTS_PYTHON").unwrap_or_else(|_| {
-        panic!("PHIVAULT_TEST_TTS_PYTHON is not set: run scripts/test, or point it at a python with hibari-tts")
-    });
-    let pause = dir.join("pause.wav");
-    run(Command::new("sox")
-        .args(["-n", "-r", "24000", "-c", "1"])
-        .arg(&pause)
-        .args(["trim", "0", "1"]));
-    let mut parts = Vec::new();
-    for (i, text) in sentences.iter().enumerate() {
-        let part = dir.join(format!("s{i}.wav"));
-        run(Command::new(&python)
-            .args(["-m", "hibari.cli", text, "--seed", "1", "-o"])
-            .arg(&part));
-        parts.push(part);
-        parts.push(pause.clone());
-    }
-    let out = dir.join("dialogue.wav");
-    run(Command::new("sox")
-        .args(&parts)
-        .args(["-r", "16000", "-c", "1", "-b", "16"])
-        .arg(&out));
     out
 }
 
@@ -137,47 +99,6 @@ enum Engine {
     Pocketsphinx,
     /// Whisper tiny.en installed in the data directory, with pink noise at this SNR (dB).
     Whisper { snr_db: Option<f64> },
-}
-
-async fn upload(server: &Server, t: &TenantFixture, encounter: &str, wav: &[u8]) -> Value {
-    let rb = server
-        .request(
-            reqwest::Method::POST,
-            &t.path(&format!("encounters/{encounter}/recordings")),
-        )
-        .bearer_auth(&t.owner_token)
-        .header("x-content-sha256", hex::encode(Sha256::digest(wav)))
-        .body(wav.to_vec());
-    server.send(rb).await.expect(201).json()
-}
-
-/// Waits until every job of the recording is finished; returns them.
-async fn jobs_done(server: &Server, t: &TenantFixture, recording: &str, want: usize) -> Vec<Value> {
-    let started = Instant::now();
-    loop {
-        let jobs = server
-            .get(
-                &t.path(&format!("recordings/{recording}/jobs")),
-                Some(&t.owner_token),
-            )
-            .await
-            .expect(200)
-            .json();
-        let jobs = jobs.as_array().unwrap().clone();
-        let finished = jobs
-            .iter()
-            .filter(|j| j["state"] == "succeeded" || j["state"] == "failed")
-            .count();
-        if jobs.len() >= want && finished == jobs.len() {
-            return jobs;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(240),
-            "jobs not done after 240 s: {jobs:?}\n{}",
-            server.stderr()
-        );
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
 }
 
 async fn encounter_with_consent(server: &Server, site: &Site, t: &TenantFixture) -> String {

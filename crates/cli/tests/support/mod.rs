@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod speech;
+
 use std::ffi::OsString;
 use std::fs::File;
 use std::future::Future;
