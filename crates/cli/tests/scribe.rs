@@ -610,7 +610,7 @@ async fn sqlite_ems_tenant_gets_a_draatt_narrative() {
     assert!(section("Transport").contains("transported"), "{note}");
 }
 
-/// A longer recording on Whisper (the dialogue three times, about 70 seconds: three
+/// A longer recording on Whisper (the dialogue three times, about 62 seconds: three
 /// 30-second windows): while the job runs its progress shows in the job state, rising
 /// and ending at the recording's length; the tenant's vocabulary reaches the engine
 /// (the drug names come out spelled right) and its audit event holds counts, not terms.
